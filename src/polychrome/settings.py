@@ -1,0 +1,130 @@
+"""Settings from the environment (`POLYCHROME_*`) with documented defaults."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+    YamlConfigSettingsSource,
+)
+
+
+def _default_home() -> Path:
+    return Path.home() / ".polychrome"
+
+
+class Settings(BaseSettings):
+    """All state lives under `home` (env `POLYCHROME_HOME`, default ~/.polychrome)."""
+
+    model_config = SettingsConfigDict(env_prefix="POLYCHROME_", extra="ignore")
+
+    home: Path = Field(default_factory=_default_home)
+    # Safe decoder: cap on width*height read from the header, before decoding.
+    max_pixels: int = 40_000_000
+    # Archive caps (per member, whole archive, member count, compression ratio).
+    max_member_bytes: int = 64 * 1024 * 1024
+    max_archive_bytes: int = 4 * 1024 * 1024 * 1024
+    max_members: int = 100_000
+    max_compression_ratio: float = 200.0
+    # Path to Inception weights for standard FID (no download here).
+    inception_weights: Path | None = None
+
+    # -- `polychrome serve` / `polychrome worker` ------------------------------------
+    host: str = "127.0.0.1"  # loopback by default: exposing the API is a deliberate choice
+    port: int = 8765
+    workers: int = 1  # job worker processes spawned by `serve`
+    max_body_bytes: int = 512 * 1024 * 1024  # request body cap (413 above it)
+    # Comma-separated API keys; empty = no authentication (loopback use).
+    api_keys: str = ""
+    rate_limit: int = 0  # requests per minute per API key (or client); 0 = unlimited
+    queue_max: int = 100  # queued jobs above this -> 503
+    pipeline_cache_size: int = 4  # warm models per server process (LRU)
+    generate_timeout_s: float = 60.0  # synchronous generation -> 504 after this
+    generate_max_n: int = 64  # images per /api/generate request
+    batching: bool = True  # dynamic micro-batching of concurrent generate requests
+    batch_wait_ms: float = 5.0  # how long a batch waits for more requests
+    batch_max: int = 64  # images per micro-batch forward
+    queue_url: str = ""  # "" = SQLite queue in home; "redis://..." for several machines
+    job_lease_s: float = 30.0  # a worker that misses this many seconds of heartbeat loses its job
+    job_progress_interval_s: float = 1.0  # throttle for progress writes to the Job row
+    worker_poll_s: float = 0.5  # idle worker poll interval
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _keys_from_list(cls, v: Any) -> Any:
+        # A config file may list keys; the environment gives a comma-separated string.
+        if isinstance(v, list | tuple):
+            return ",".join(str(k) for k in v)
+        return v
+
+    @property
+    def api_key_set(self) -> frozenset[str]:
+        return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Precedence: explicit arguments > environment > $POLYCHROME_HOME/config.{toml,yaml}.
+        home = Path(os.environ.get("POLYCHROME_HOME") or _default_home())
+        files: list[PydanticBaseSettingsSource] = []
+        if (home / "config.toml").is_file():
+            files.append(TomlConfigSettingsSource(settings_cls, home / "config.toml"))
+        for name in ("config.yaml", "config.yml"):
+            if (home / name).is_file():
+                files.append(YamlConfigSettingsSource(settings_cls, home / name))
+        return (init_settings, env_settings, dotenv_settings, *files, file_secret_settings)
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "db.sqlite"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.home / "datasets"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home / "runs"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def gallery_dir(self) -> Path:
+        return self.home / "gallery"
+
+    @property
+    def tmp_dir(self) -> Path:
+        """Scratch space inside home, so renames into place are atomic."""
+        return self.home / "tmp"
+
+    def ensure_dirs(self) -> None:
+        for d in (self.home, self.datasets_dir, self.runs_dir, self.models_dir,
+                  self.gallery_dir, self.tmp_dir):
+            d.mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache(maxsize=16)
+def _settings_for(env: tuple[tuple[str, str], ...]) -> Settings:
+    return Settings()
+
+
+def get_settings() -> Settings:
+    """Settings for the current environment (re-read whenever a POLYCHROME_* variable changes)."""
+    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("POLYCHROME_")))
+    return _settings_for(env)
