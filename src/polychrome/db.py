@@ -163,6 +163,25 @@ class GalleryImage(Base):
     height: Mapped[int] = mapped_column(Integer)
     meta: Mapped[dict] = mapped_column(JSON, default=dict)  # the PNG text chunks
 
+def _create_tables(engine: Engine, url: str) -> None:
+    """create_all, serialised across processes: two processes opening a fresh
+    database at once would otherwise race on CREATE TABLE."""
+    lock_file = None
+    if url.startswith("sqlite:///"):
+        lock_file = open(url[len("sqlite:///"):] + ".lock", "a+")  # noqa: SIM115
+        try:
+            import fcntl
+
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+        except ImportError:  # pragma: no cover - non-POSIX
+            pass
+    try:
+        Base.metadata.create_all(engine)
+    finally:
+        if lock_file is not None:
+            lock_file.close()  # closing releases the lock
+
+
 @lru_cache(maxsize=8)
 def _engine_for(url: str) -> Engine:
     engine = create_engine(url, future=True)
@@ -176,7 +195,7 @@ def _engine_for(url: str) -> Engine:
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
-    Base.metadata.create_all(engine)
+    _create_tables(engine, url)
     return engine
 
 

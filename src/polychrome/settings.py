@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     batching: bool = True  # dynamic micro-batching of concurrent generate requests
     batch_wait_ms: float = 5.0  # how long a batch waits for more requests
     batch_max: int = 64  # images per micro-batch forward
+    # Torch intra-op threads in the web process: requests already run in parallel, and
+    # several threads per tiny forward oversubscribe the cores (0 = torch's default).
+    inference_threads: int = 1
     queue_url: str = ""  # "" = SQLite queue in home; "redis://..." for several machines
     job_lease_s: float = 30.0  # a worker that misses this many seconds of heartbeat loses its job
     job_progress_interval_s: float = 1.0  # throttle for progress writes to the Job row

@@ -339,7 +339,7 @@ def _resolve_on_disk(name: str, version: int | None) -> Path:
     base = get_settings().datasets_dir / name
     if version is None:
         versions = [int(p.name) for p in base.glob("*")
-                    if p.is_dir() and p.name.isdigit() and (p / "manifest.json").is_file()]
+                    if p.is_dir() and (p.name.isascii() and p.name.isdigit()) and (p / "manifest.json").is_file()]
         if not versions:
             raise NotFound(f"no dataset named {name!r}")
         version = max(versions)

@@ -62,7 +62,7 @@ def _parse_ref(name: str, version: int | None) -> tuple[str, int | None]:
     """Accept "name" or "name:version" (version may also come separately)."""
     if isinstance(name, str) and ":" in name:
         base, _, v = name.rpartition(":")
-        if not v.isdigit():
+        if not (v.isascii() and v.isdigit()):
             raise DatasetError(f"invalid dataset reference {name!r}: expected NAME or NAME:VERSION",
                                code="bad_name")
         if version is not None and int(v) != version:
@@ -93,7 +93,7 @@ def _next_version(settings: Settings, name: str) -> int:
     with session_scope() as s:
         in_db = s.scalars(select(DatasetVersion.version).where(DatasetVersion.name == name)).all()
     base = settings.datasets_dir / name
-    on_disk = [int(p.name) for p in base.iterdir() if p.name.isdigit()] if base.is_dir() else []
+    on_disk = [int(p.name) for p in base.iterdir() if (p.name.isascii() and p.name.isdigit())] if base.is_dir() else []
     return max([0, *in_db, *on_disk]) + 1
 
 

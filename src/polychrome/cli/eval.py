@@ -1,0 +1,79 @@
+"""`polychrome eval`: FID, KID and precision/recall of a trained model against a dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .common import echo, emit_json, json_option
+from .main import app
+
+
+@app.command("eval")
+@click.argument("model")
+@click.option("--dataset", default=None,
+              help="Dataset NAME or NAME:VERSION (default: the one the model was trained on).")
+@click.option("--metrics", default="fid,kid", show_default=True,
+              help="Comma-separated: fid, kid, pr (precision/recall, k=3).")
+@click.option("--n", "n", type=int, default=5000, show_default=True,
+              help="Number of generated samples.")
+@click.option("--extractor", type=click.Choice(["offline", "inception"]), default="offline",
+              show_default=True, help="Feature network (see above).")
+@click.option("--inception-weights", type=click.Path(path_type=Path), default=None,
+              help="Weights file of the standard FID Inception network (torch-fidelity's "
+                   "weights-inception-2015-12-05-6726825d.pth); or set "
+                   "POLYCHROME_INCEPTION_WEIGHTS. Never downloaded.")
+@click.option("--split", type=click.Choice(["all", "heldout"]), default="all",
+              show_default=True, help="Real images to compare with.")
+@click.option("--fit", type=click.Choice(["crop", "pad"]), default=None,
+              help="How real images are squared (default: as in the model's training run, "
+                   "else crop).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed.")
+@click.option("--evaluator-steps", type=int, default=None,
+              help="Training steps if the dataset's offline evaluator must be trained first.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, mps ...")
+@click.option("--no-record", is_flag=True, help="Do not write the result on the model card.")
+@json_option
+def eval_cmd(model: str, dataset: str | None, metrics: str, n: int, extractor: str,
+             inception_weights: Path | None, split: str, fit: str | None, seed: int,
+             evaluator_steps: int | None, device: str, no_record: bool, as_json: bool) -> None:
+    """Measure MODEL (NAME, NAME:VERSION or a model directory) against a dataset's real images.
+
+    \b
+    Extractors:
+      offline    a small CNN Polychrome trains once per dataset version and
+                 resolution (style labels + rotation prediction) and then reuses.
+                 Its numbers compare only with other offline numbers for the
+                 same dataset version and resolution.
+      inception  the standard FID network. ONLY these numbers compare with
+                 published FID/KID values. Needs its weights file, given with
+                 --inception-weights or POLYCHROME_INCEPTION_WEIGHTS.
+
+    Results of a registered model are recorded on its card (see `models show`).
+    """
+    from ..metrics.api import evaluate_model
+
+    result = evaluate_model(
+        model, dataset, metrics=metrics, n=n, extractor=extractor,
+        inception_weights=inception_weights, split=split, fit=fit, seed=seed,
+        evaluator_steps=evaluator_steps, device=device, record=not no_record)
+    if as_json:
+        emit_json(result)
+        return
+    if "translation" in result:  # a translation model (metrics/translation.py)
+        from ..metrics.translation import format_translation
+
+        for line in format_translation(result):
+            echo(line)
+        return
+    echo(f"{result['model']} vs {result['dataset']} ({result['split']}, {result['n']} generated, "
+         f"{result['n_real']} real; extractor {result['extractor']})")
+    m = result["metrics"]
+    if "fid" in m:
+        echo(f"  FID        {m['fid']:.4f}")
+    if "kid_mean" in m:
+        echo(f"  KID        {m['kid_mean']:.6f} ± {m['kid_std']:.6f}")
+    if "precision" in m:
+        echo(f"  precision  {m['precision']:.4f}")
+        echo(f"  recall     {m['recall']:.4f}")

@@ -1,0 +1,288 @@
+"""`polychrome restyle | mix | interpolate | styles`: the style operations on the command line.
+
+Thin wrappers: parse inputs, call polychrome.pipelines.style / animate / stylebank.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import PolychromeError
+from .common import echo, emit_json, json_option
+from .main import app
+
+STYLE_HELP = ("a learned style (name or index), a saved style (bank:NAME, or NAME when no "
+              "learned style has that name), seed:N, or an image path (a reference)")
+
+
+def _bar(total: int, desc: str, quiet: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="img", desc=desc, file=sys.stderr,
+                disable=quiet or not sys.stderr.isatty())
+
+
+def _restyler(model: str, device: str):
+    from ..pipelines.restyler import Restyler
+
+    return Restyler(model, device=device)
+
+
+def _check_save_name(r: Any, name: str | None) -> None:
+    """Fail before any work if --save-style cannot succeed."""
+    if name is None:
+        return
+    from ..pipelines import stylebank
+
+    stylebank.validate_bank_name(name)
+    if stylebank.code_kind(r.model) is None:
+        raise PolychromeError(f"{r.model.name} has no style codes to save (--save-style needs a "
+                              "stargan or stylegan)", code="unsupported")
+    if stylebank.has_style(r.model, name):
+        raise PolychromeError(f"style bank entry {name!r} already exists for "
+                              f"{stylebank.bank_key(r.model)}; remove it first (polychrome "
+                              f"styles remove {stylebank.bank_key(r.model)} {name})",
+                              code="exists")
+
+
+def _save_from(r: Any, name: str | None, metadata: dict[str, str]) -> dict | None:
+    if name is None:
+        return None
+    from ..pipelines.recipe import Recipe
+
+    return r.save_style(name, Recipe.from_json(metadata["recipe"]))
+
+
+def _model_label(meta: dict[str, str]) -> str:
+    return meta["model"] + (f":{meta['version']}" if meta["version"] else "")
+
+
+@app.command("restyle")
+@click.argument("model")
+@click.argument("inputs", nargs=-1, metavar="INPUT...")
+@click.option("--style", default=None, help=f"Target style: {STYLE_HELP}. With --reference: "
+              "the reference's style (default: guessed by the dataset's offline evaluator "
+              "when one is trained, else the style whose code best reconstructs the "
+              "reference; the choice is recorded in the PNG metadata).")
+@click.option("--reference", default=None, help="Reference picture whose style to copy.")
+@click.option("--strength", type=float, default=1.0, show_default=True,
+              help="0 = the input's own style code, 1 = the target's (interpolated between).")
+@click.option("--pixel-blend", type=float, default=None,
+              help="Also fade pixels: out = (1-B) input + B restyled.")
+@click.option("--source-style", default=None,
+              help="Style of the INPUTs, for --strength < 1 (default: guessed).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Latent seed; variation k uses SEED+k.")
+@click.option("--variations", type=int, default=1, show_default=True,
+              help="Images per input (different seeds).")
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), required=True,
+              help="Output directory for the PNGs.")
+@click.option("--save-style", default=None,
+              help="Save the target style code (variation 0) in the style bank as NAME.")
+@click.option("--device", default="cpu", show_default=True)
+@json_option
+def restyle_cmd(model: str, inputs: tuple[str, ...], style: str | None, reference: str | None,
+                strength: float, pixel_blend: float | None, source_style: str | None, seed: int,
+                variations: int, out_dir: Path, save_style: str | None, device: str,
+                as_json: bool) -> None:
+    """Restyle INPUT images with a translation MODEL (stargan, cyclegan).
+
+    Each PNG carries a recipe in its metadata that regenerates it bit for bit.
+    """
+    from ..pipelines.style import require_translation, restyle, save_style_images
+
+    r = _restyler(model, device)
+    require_translation(r.model, "restyle")
+    if not inputs:
+        raise PolychromeError(f"restyle needs at least one INPUT image for {r.model.name}",
+                              code="missing_input")
+    _check_save_name(r, save_style)
+    with _bar(len(inputs) * max(variations, 1), "restyling", as_json) as bar:
+        images = restyle(r.model, list(inputs), style=style, reference=reference,
+                         strength=strength, seed=seed, variations=variations,
+                         pixel_blend=pixel_blend, source_style=source_style, device=device,
+                         restyler=r, progress=lambda done, total: bar.update(1))
+    stems = [Path(p).stem for p in inputs for _ in range(variations)]
+    paths = save_style_images(images, out_dir, stems)
+    saved = _save_from(r, save_style, images[0].metadata)
+    meta = images[0].metadata
+    if as_json:
+        emit_json({"images": [str(p) for p in paths], "model": meta["model"],
+                   "version": meta["version"], "style": meta["style"], "seed": seed,
+                   "variations": variations, "strength": strength, "pixel_blend": pixel_blend,
+                   "inputs": list(inputs), "saved_style": saved})
+        return
+    echo(f"wrote {len(paths)} image(s) from {_model_label(meta)} ({meta['style']}) to {out_dir}")
+    if saved:
+        echo(f"saved style {saved['name']!r}")
+
+
+def _weighted(items: tuple[str, ...], picture: bool, r: Any) -> list[tuple[Any, float]]:
+    from ..pipelines.style import load_picture, parse_weighted
+
+    out = []
+    for text in items:
+        spec, w = parse_weighted(text)
+        out.append((load_picture(r.model, spec) if picture else spec, w))
+    return out
+
+
+@app.command("mix")
+@click.argument("model")
+@click.argument("input_image", required=False, metavar="[INPUT]")
+@click.option("--style", "styles", multiple=True,
+              help=f"STYLE=W (repeatable; W defaults to 1). STYLE: {STYLE_HELP}.")
+@click.option("--reference", "references", multiple=True,
+              help="IMG=W: a reference picture and its weight (repeatable; stargan).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Latent seed.")
+@click.option("--crossover", type=int, default=None,
+              help="stylegan per-layer mix: layers < K from the first --style, the rest from "
+                   "the second.")
+@click.option("--strength", type=float, default=1.0, show_default=True,
+              help="Translation models: 0 = the input's own style, 1 = the blend.")
+@click.option("--pixel-blend", type=float, default=None, help="Also fade pixels (see restyle).")
+@click.option("--source-style", default=None, help="Style of INPUT, for --strength < 1.")
+@click.option("-o", "--out", "out_path", type=click.Path(path_type=Path), required=True,
+              help="Output PNG file.")
+@click.option("--save-style", default=None, help="Save the blended code in the style bank.")
+@click.option("--device", default="cpu", show_default=True)
+@json_option
+def mix_cmd(model: str, input_image: str | None, styles: tuple[str, ...],
+            references: tuple[str, ...], seed: int, crossover: int | None, strength: float,
+            pixel_blend: float | None, source_style: str | None, out_path: Path,
+            save_style: str | None, device: str, as_json: bool) -> None:
+    """Blend styles (weights are normalised to sum 1) with MODEL.
+
+    A translation model restyles INPUT with the blended style code; a noise → image model
+    (INPUT omitted) generates from a blend of its learned styles (stylegan: in w space,
+    or per layer with --crossover; other conditional models: their label embeddings).
+    """
+    from ..pipelines.style import mix, save_image
+
+    if out_path.suffix.lower() != ".png":
+        raise PolychromeError(f"-o must name a .png file, got {out_path}", code="bad_request")
+    r = _restyler(model, device)
+    pairs = _weighted(styles, False, r) + _weighted(references, True, r)
+    if not pairs:
+        raise PolychromeError("give at least one --style STYLE=W or --reference IMG=W",
+                              code="bad_request")
+    _check_save_name(r, save_style)
+    image = mix(r.model, pairs, source=input_image, seed=seed, crossover=crossover,
+                strength=strength, pixel_blend=pixel_blend, source_style=source_style,
+                device=device, restyler=r)
+    save_image(image, out_path)
+    saved = _save_from(r, save_style, image.metadata)
+    meta = image.metadata
+    if as_json:
+        import json
+
+        recipe = json.loads(meta["recipe"])
+        emit_json({"image": str(out_path), "model": meta["model"], "version": meta["version"],
+                   "style": meta["style"], "weights": recipe["weights"],
+                   "components": recipe["components"], "seed": seed, "crossover": crossover,
+                   "saved_style": saved})
+        return
+    echo(f"wrote {out_path} ({meta['style']}) from {_model_label(meta)}")
+
+
+@app.command("interpolate")
+@click.argument("model")
+@click.argument("input_image", required=False, metavar="[INPUT]")
+@click.option("--from", "start", required=True, help=f"Start: {STYLE_HELP}.")
+@click.option("--to", "end", required=True, help="End (same forms as --from).")
+@click.option("--frames", type=int, default=16, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Latent seed of learned-style endpoints.")
+@click.option("--style", default=None, help="Style of seed:N / reference endpoints.")
+@click.option("--pingpong", is_flag=True, help="Run back to the start (loops smoothly).")
+@click.option("--fps", type=float, default=12.0, show_default=True)
+@click.option("--scale", type=int, default=1, show_default=True,
+              help="Enlarge frames by this integer factor (nearest neighbour).")
+@click.option("--frames-dir", type=click.Path(path_type=Path), default=None,
+              help="Also write every frame as a PNG (with its regenerating metadata).")
+@click.option("-o", "--out", "out_path", type=click.Path(path_type=Path), required=True,
+              help="OUT.gif, or OUT.mp4 when imageio-ffmpeg is installed.")
+@click.option("--device", default="cpu", show_default=True)
+@json_option
+def interpolate_cmd(model: str, input_image: str | None, start: str, end: str, frames: int,
+                    seed: int, style: str | None, pingpong: bool, fps: float, scale: int,
+                    frames_dir: Path | None, out_path: Path, device: str, as_json: bool) -> None:
+    """An animation from one style (or seed, or reference) to another."""
+    from ..pipelines.animate import FORMATS, interpolate, mp4_available, write_animation
+    from ..pipelines.style import save_style_images
+
+    ext = out_path.suffix.lower()
+    if ext not in FORMATS or (ext == ".mp4" and not mp4_available()):
+        extra = "" if mp4_available() else " (MP4 needs imageio-ffmpeg, not installed)"
+        raise PolychromeError(f"-o must end in .gif{' or .mp4' if mp4_available() else ''}, "
+                              f"got {out_path}{extra}", code="bad_request")
+    r = _restyler(model, device)
+    with _bar(frames, "interpolating", as_json) as bar:
+        images = interpolate(r.model, start, end, source=input_image, frames=frames, seed=seed,
+                             style=style, pingpong=pingpong, device=device, restyler=r,
+                             progress=lambda done, total: bar.update(1))
+    info = write_animation(images, out_path, fps=fps, scale=scale)
+    frame_paths = None
+    if frames_dir is not None:
+        frame_paths = [str(p) for p in save_style_images(images[:frames], frames_dir)]
+    if as_json:
+        meta = images[0].metadata
+        emit_json({**info, "model": meta["model"], "version": meta["version"],
+                   "frames": len(images), "requested_frames": frames, "pingpong": pingpong,
+                   "from": start, "to": end, "frame_images": frame_paths})
+        return
+    echo(f"wrote {info['path']} ({len(images)} frames, {info['format']})")
+
+
+@app.group("styles")
+def styles_group() -> None:
+    """A model's learned styles and its style bank (saved style codes)."""
+
+
+@styles_group.command("list")
+@click.argument("model")
+@json_option
+def styles_list(model: str, as_json: bool) -> None:
+    """List MODEL's learned styles and saved (bank) styles."""
+    from ..models.store import load_model
+    from ..pipelines import stylebank
+    from ..pipelines.generate import model_identity
+
+    m = load_model(model)
+    bank = stylebank.list_bank(m) if stylebank.code_kind(m) else []
+    name, version = model_identity(m)
+    if as_json:
+        emit_json({"model": name, "version": version, "arch": m.name, "family": m.family,
+                   "learned": m.style_names, "bank": bank,
+                   "bank_dir": str(stylebank.bank_dir(m))})
+        return
+    echo(f"{name}{':' + version if version else ''} ({m.name}, {m.family})")
+    echo("learned styles: " + ", ".join(m.style_names))
+    if not bank:
+        echo("saved styles:   (none)")
+    for e in bank:
+        src = e.get("source", {})
+        kinds = "+".join(c.get("kind", "?") for c in src.get("components", [])) or "?"
+        echo(f"  bank:{e['name']}  ({e['kind']}, from {kinds}, {e.get('created', '')})")
+
+
+@styles_group.command("remove")
+@click.argument("model")
+@click.argument("name")
+@json_option
+def styles_remove(model: str, name: str, as_json: bool) -> None:
+    """Remove saved style NAME from MODEL's style bank."""
+    from ..models.store import load_model
+    from ..pipelines import stylebank
+
+    m = load_model(model)
+    stylebank.remove_style(m, name[len(stylebank.BANK_PREFIX):]
+                           if name.startswith(stylebank.BANK_PREFIX) else name)
+    if as_json:
+        emit_json({"removed": name, "model": stylebank.bank_key(m)})
+    else:
+        echo(f"removed {name}")

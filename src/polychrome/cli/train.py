@@ -1,0 +1,144 @@
+"""`polychrome train`: train a model on a dataset, or resume a run; works under torchrun."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import ConfigError
+from .common import emit_json, json_option
+from .main import app
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _graceful_stop() -> Iterator[list[bool]]:
+    """SIGTERM / first Ctrl-C ask the loop to checkpoint and stop; a second Ctrl-C aborts."""
+    flag = [False]
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, _frame: Any) -> None:
+        if flag[0] and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        flag[0] = True
+        log.warning("stop requested: saving a checkpoint (Ctrl-C again to abort)")
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread (e.g. embedded): no signal handling
+            pass
+    try:
+        yield flag
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _default_name(cfg: Any) -> str:
+    from ..training.config import default_model_name
+
+    return default_model_name(cfg.dataset, cfg.model)
+
+
+def _check_store_name(name: str | None) -> None:
+    """Fail before training, not after, on a name the model store would refuse."""
+    if not name:
+        return
+    try:
+        from ..models.store import validate_model_name
+    except ImportError:
+        return
+    validate_model_name(name)
+
+
+@app.command("train")
+@click.argument("model", required=False)
+@click.option("--dataset", help="Dataset name, or name:version (default: latest version).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="YAML run config; flags given here override it.")
+@click.option("--steps", type=int, help="Total steps (generator updates) to reach.")
+@click.option("--batch-size", type=int, help="Batch size per process.")
+@click.option("--resolution", type=int, help="Training resolution in pixels (power of two).")
+@click.option("--seed", type=int, help="Seed: a seeded CPU run is bit-reproducible.")
+@click.option("--run-dir", type=click.Path(file_okay=False),
+              help="Run directory (default: $POLYCHROME_HOME/runs/<timestamp>-<model>-<dataset>).")
+@click.option("--name", help="Name to register the trained model under (default <dataset>-<model>).")
+@click.option("--device", help="auto (default), cpu, cuda or cuda:N.")
+@click.option("--resume", "resume", type=click.Path(file_okay=False),
+              help="Continue the run in this directory from its latest checkpoint.")
+@json_option
+def train_cmd(model: str | None, dataset: str | None, config_path: str | None,
+              steps: int | None, batch_size: int | None, resolution: int | None,
+              seed: int | None, run_dir: str | None, name: str | None, device: str | None,
+              resume: str | None, as_json: bool) -> None:
+    """Train MODEL on a dataset (one folder per style), or --resume RUN_DIR.
+
+    Checkpoints, samples, metrics.jsonl and TensorBoard events go to the run
+    dir. At the end the EMA generator is exported and registered in the model
+    store. Under `torchrun --nproc_per_node N -m polychrome train ...` each
+    process trains on its own shard; only rank 0 writes.
+    """
+    from ..training import TrainConfig, load_yaml_config, register_run_model, train
+    from ..training.distributed import env_ranks
+
+    flags = {"steps": steps, "batch_size": batch_size, "resolution": resolution, "seed": seed,
+             "name": name, "device": device}
+    if resume is not None:
+        if model or dataset or config_path or run_dir:
+            raise ConfigError("with --resume, MODEL, --dataset, --config and --run-dir come "
+                              "from the run; only --steps, --batch-size, --seed, --name and "
+                              "--device may be given")
+        cfg, run_path, overrides = None, None, flags
+    else:
+        raw = load_yaml_config(config_path) if config_path else {}
+        if model:
+            raw["model"] = model
+        if dataset:
+            raw["dataset"] = dataset
+        if not raw.get("model"):
+            raise ConfigError("missing MODEL (e.g. `polychrome train dcgan --dataset NAME`)")
+        if not raw.get("dataset"):
+            raise ConfigError("missing --dataset NAME")
+        cfg = TrainConfig.from_dict(raw).replace(**flags)
+        run_path, overrides = (Path(run_dir) if run_dir else None), None
+    _check_store_name(name or (None if cfg is None else cfg.name)
+                      or (None if cfg is None else _default_name(cfg)))
+    is_main = env_ranks()[0] == 0
+    show_bar = is_main and not as_json and sys.stderr.isatty()
+    with _graceful_stop() as stop_flag:
+        result = train(cfg, resume=resume, overrides=overrides, run_dir=run_path,
+                       should_stop=lambda: stop_flag[0], show_progress=show_bar)
+    if not is_main:
+        return
+    model_info = None
+    if not result.stopped and result.step > 0:
+        from ..training.runs import read_run_config
+
+        store_name = read_run_config(result.run_dir)[0].name
+        info = register_run_model(result.run_dir, store_name)
+        if info is not None:
+            model_info = {"name": info["name"], "version": info["version"],
+                          "path": str(info["path"])}
+    out = {"run_dir": str(result.run_dir), "steps": result.step, "model": model_info,
+           "final": result.final, "images_per_second": result.images_per_second,
+           "stopped": result.stopped, "metrics": result.metrics}
+    if as_json:
+        emit_json(out)
+        return
+    state = "stopped" if result.stopped else "trained"
+    click.echo(f"{state} {result.step}/{result.total_steps} steps "
+               f"({result.images_per_second:.1f} img/s) in {result.run_dir}")
+    if model_info:
+        click.echo(f"model registered as {model_info['name']}:{model_info['version']} "
+                   f"({model_info['path']})")
+    elif result.stopped:
+        click.echo(f"continue with: polychrome train --resume {result.run_dir}")

@@ -1,0 +1,232 @@
+"""Evaluating generators: features of generated vs real images -> FID / KID / precision-recall.
+
+Three entry points, one code path:
+- `evaluate_generator(model, packed, ...)`: a model against a packed dataset;
+- `make_training_evaluator(packed, ...)`: the `evaluate(model_ema, step) -> dict` hook for
+  the training loop (extractor and real features computed once, then reused);
+- `evaluate_model(spec, dataset, ...)`: what `polychrome eval` and the REST API call;
+  records the result on the model's card when the model is registered.
+
+Every result names its extractor: "inception" (the standard FID network; the only
+numbers comparable with papers) or "offline:<dataset>@v<version>/<resolution>".
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from ..data.cache import PackedDataset, load_cache_dir, resolve_dataset_dir
+from ..errors import ConfigError
+from ..models.base import GANModel
+from ..pipelines.generate import check_noise_model, iter_samples, model_identity
+from .evaluator import dataset_identity, get_offline_evaluator, unsaved_offline_evaluator
+from .fidelity import FeatureStats, compute_metrics, feature_stats, parse_metrics
+
+log = logging.getLogger(__name__)
+
+EXTRACTORS = ("offline", "inception")
+
+
+class FeatureExtractor(Protocol):
+    name: str  # recorded with every result
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, 3, H, W) -> float32 (N, D) on the CPU."""
+        ...
+
+
+def resolve_extractor(extractor: str | FeatureExtractor, *, dataset: str | Path | None = None,
+                      resolution: int | None = None, fit: str = "crop",
+                      inception_weights: str | Path | None = None,
+                      evaluator_steps: int | None = None, device: str | torch.device = "cpu",
+                      packed: PackedDataset | None = None) -> FeatureExtractor:
+    """"offline", "inception", or an extractor object (returned as is).
+
+    "offline" is the dataset version's saved evaluator when `dataset` (and `resolution`)
+    are given; with only `packed`, an unsaved one trained on those images. `fit` is
+    accepted for callers' convenience but unused: the saved evaluator is always trained
+    on the centre-cropped dataset, so its identity never depends on who asked first.
+    """
+    if not isinstance(extractor, str):
+        return extractor
+    if extractor == "inception":
+        from .inception import load_inception  # imports torch-fidelity: only when asked
+
+        return load_inception(inception_weights, device=device)
+    if extractor == "offline":
+        if dataset is None and packed is not None:
+            return unsaved_offline_evaluator(packed, steps=evaluator_steps, device=device)
+        if dataset is None or resolution is None:
+            raise ConfigError("the offline extractor belongs to a dataset version: pass the "
+                              "dataset (name, name:version or directory) and the resolution",
+                              code="bad_request")
+        return get_offline_evaluator(dataset, resolution, steps=evaluator_steps, device=device)
+    raise ConfigError(f"unknown extractor {extractor!r}; choose one of {', '.join(EXTRACTORS)}",
+                      code="bad_request")
+
+
+def sample_labels(model: GANModel, real: PackedDataset, n: int, seed: int) -> torch.Tensor | None:
+    """Style labels for n samples, in the real set's style proportions when names match.
+
+    None for an unconditional model; uniform over the model's styles otherwise.
+    """
+    k = model.config.num_domains
+    if k <= 1:
+        return None
+    weights = torch.ones(k, dtype=torch.float64)
+    if set(model.style_names) == set(real.domains) and len(real):
+        counts = real.domain_counts()
+        weights = torch.tensor([float(counts[s]) for s in model.style_names])
+        if weights.sum() == 0:
+            weights = torch.ones(k, dtype=torch.float64)
+    g = torch.Generator().manual_seed(int(seed) + 1)
+    return torch.multinomial(weights, n, replacement=True, generator=g)
+
+
+class RealFeatures:
+    """Features (and FID statistics) of the real images, computed once."""
+
+    def __init__(self, extractor: FeatureExtractor, real: PackedDataset):
+        if len(real) < 2:
+            raise ConfigError(f"the real set has {len(real)} images; metrics need at least 2",
+                              code="too_few_samples")
+        t0 = time.perf_counter()
+        self.features = extractor.features(real.images)  # (N_real, D)
+        self.stats: FeatureStats = feature_stats(self.features)
+        self.n = len(real)
+        log.info("real features: %d images with %s in %.1f s", self.n, extractor.name,
+                 time.perf_counter() - t0)
+
+
+def _measure(model: GANModel, real: PackedDataset, ref: RealFeatures,
+             extractor: FeatureExtractor, metrics: tuple[str, ...], n: int, seed: int,
+             truncation: float, device: str | torch.device) -> dict[str, float]:
+    if model.config.resolution != real.resolution:
+        log.warning("model resolution %d differs from the real images' %d",
+                    model.config.resolution, real.resolution)
+    labels = sample_labels(model, real, n, seed)
+    with torch.random.fork_rng(devices=[]):  # leave the caller's RNG stream untouched
+        # streamed: only features are kept, so n and the resolution can be large
+        gen = torch.cat([extractor.features(images)  # images: (b, 3, R, R) uint8
+                         for images in iter_samples(model, n, seed=seed, labels=labels,
+                                                    truncation=truncation, device=device,
+                                                    batch_size=256)])
+    return compute_metrics(gen, ref.features, metrics, real_stats=ref.stats, seed=seed)
+
+
+def evaluate_generator(model: GANModel, packed: PackedDataset, *,
+                       metrics: tuple[str, ...] | str = ("fid", "kid"), n: int = 5000,
+                       extractor: str | FeatureExtractor = "offline", seed: int = 0,
+                       split: str = "all", dataset: str | Path | None = None,
+                       truncation: float = 1.0, inception_weights: str | Path | None = None,
+                       evaluator_steps: int | None = None,
+                       device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Metrics of `model` against `packed` (its `split`).
+
+    Returns {"n", "n_real", "split", "extractor", "seed", "metrics": {"fid", "kid_mean",
+    "kid_std", "precision", "recall"} (those asked for)}.
+    """
+    check_noise_model(model)
+    metrics = parse_metrics(metrics)
+    if n < 2:
+        raise ConfigError(f"n must be at least 2, got {n}", code="bad_request")
+    ext = resolve_extractor(extractor, dataset=dataset, resolution=packed.resolution,
+                            inception_weights=inception_weights,
+                            evaluator_steps=evaluator_steps, device=device, packed=packed)
+    real = packed.split(split)
+    ref = RealFeatures(ext, real)
+    values = _measure(model, real, ref, ext, metrics, n, seed, truncation, device)
+    return {"n": n, "n_real": ref.n, "split": split, "extractor": ext.name, "seed": seed,
+            "metrics": values}
+
+
+def make_training_evaluator(packed: PackedDataset, metrics: tuple[str, ...] | str = ("fid",),
+                            n: int = 1000, extractor: str | FeatureExtractor = "offline", *,
+                            dataset: str | Path | None = None, seed: int = 0,
+                            split: str = "all", inception_weights: str | Path | None = None,
+                            evaluator_steps: int | None = None,
+                            device: str | torch.device = "cpu",
+                            ) -> Callable[[GANModel, int], dict[str, float]]:
+    """The training loop's hook: `evaluate(model_ema, step) -> {"fid": ..., ...}`.
+
+    The extractor (training the offline evaluator if the dataset has none yet) and the
+    real features are prepared on the first call and reused. Every call uses the same
+    latents (`seed`), so successive numbers differ only through the model. The global
+    RNG state is preserved, keeping training runs reproducible.
+    """
+    metrics = parse_metrics(metrics)
+    state: dict[str, Any] = {}
+
+    def evaluate(model: GANModel, step: int) -> dict[str, float]:
+        if not state:
+            ext = resolve_extractor(extractor, dataset=dataset, resolution=packed.resolution,
+                                    inception_weights=inception_weights,
+                                    evaluator_steps=evaluator_steps, device=device,
+                                    packed=packed)
+            real = packed.split(split)
+            state.update(ext=ext, real=real, ref=RealFeatures(ext, real))
+        t0 = time.perf_counter()
+        values = _measure(model, state["real"], state["ref"], state["ext"], metrics, n, seed,
+                          1.0, device)
+        log.info("step %d: %s (%s, %.1f s)", step,
+                 ", ".join(f"{k}={v:.4g}" for k, v in values.items()), state["ext"].name,
+                 time.perf_counter() - t0)
+        return values
+
+    evaluate.metrics = metrics  # type: ignore[attr-defined]
+    return evaluate
+
+
+def evaluate_model(spec: str | GANModel, dataset: str | None = None, *,
+                   metrics: tuple[str, ...] | str = ("fid", "kid"), n: int = 5000,
+                   extractor: str = "offline", inception_weights: str | Path | None = None,
+                   split: str = "all", fit: str | None = None, seed: int = 0,
+                   evaluator_steps: int | None = None, device: str | torch.device = "cpu",
+                   record: bool = True) -> dict[str, Any]:
+    """`polychrome eval`: a stored model (or a model dir) against a dataset.
+
+    `dataset` and `fit` default to those the model was trained with (its meta). The result is
+    {"model", "dataset", "n", "n_real", "split", "extractor", "seed", "metrics", "seconds"}
+    and, for a registered model and `record`, it is merged into the model card under the
+    extractor's name.
+    """
+    from ..models.store import load_model, update_metrics
+
+    t0 = time.perf_counter()
+    model = spec if isinstance(spec, GANModel) else load_model(spec, device=str(device))
+    dataset = dataset or model.meta.get("dataset")
+    if not dataset:
+        raise ConfigError("which dataset? pass --dataset NAME (the model does not record the "
+                          "dataset it was trained on)", code="bad_request")
+    dataset_dir = resolve_dataset_dir(str(dataset))
+    ds_name, ds_version = dataset_identity(dataset_dir)
+    fit = fit or model.meta.get("fit") or "crop"  # square real images like training did
+    packed = load_cache_dir(dataset_dir, model.config.resolution, fit)
+    if model.family == "translation":  # paired metrics on the held-out split (translation.py)
+        from .translation import evaluate_translation
+
+        return evaluate_translation(
+            model, packed, dataset_dir=dataset_dir, dataset_label=f"{ds_name}:{ds_version}",
+            extractor=extractor, inception_weights=inception_weights,
+            evaluator_steps=evaluator_steps, seed=seed, device=device, record=record, t0=t0)
+    result = evaluate_generator(
+        model, packed, metrics=metrics, n=n, extractor=extractor, seed=seed, split=split,
+        dataset=dataset_dir, inception_weights=inception_weights,
+        evaluator_steps=evaluator_steps, device=device)
+    name, version = model_identity(model)
+    out = {"model": f"{name}:{version}" if version else name,
+           "dataset": f"{ds_name}:{ds_version}", **result,
+           "seconds": round(time.perf_counter() - t0, 2)}
+    ref = getattr(model, "model_ref", None)
+    if record and ref is not None and ref.name is not None:
+        key = out["extractor"] if split == "all" else f"{out['extractor']} [{split}]"
+        update_metrics(ref.name, ref.version, {key: {
+            **result["metrics"], "n": n, "dataset": out["dataset"], "split": split}})
+        out["recorded"] = True
+    return out

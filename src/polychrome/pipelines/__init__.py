@@ -1,0 +1,5 @@
+"""Inference pipelines shared by every surface (CLI, REST API, web page)."""
+
+from .generate import GeneratedImage, generate, regenerate, save_images
+
+__all__ = ["GeneratedImage", "generate", "regenerate", "save_images"]

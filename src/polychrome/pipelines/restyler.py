@@ -1,0 +1,325 @@
+"""`Restyler`: a style session on one model (see style.py for the operations and contract)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .. import __version__
+from ..errors import PolychromeError
+from ..imageio import from_tensor
+from ..models.base import GANModel
+from . import stylebank
+from .generate import GeneratedImage, _load, generator_kwargs, model_identity, style_index, to_rgb
+from .recipe import CONTENT_CACHE, ContentCache, Recipe, StyleLike, check_seed, check_unit, summary
+from .style_codes import (
+    Picture,
+    StyleSource,
+    guess_domain,
+    label_embeddings,
+    load_picture,
+    normalise_weights,
+    parse_source,
+    require_translation,
+    slerp,
+    style_family,
+    weighted_sum,
+)
+
+MEMO_SIZE = 64  # reference pictures / domain guesses remembered per session
+
+
+class Restyler:
+    """A style session on one model: `set_image` encodes once, `render` decodes per style.
+
+    Works for noise models too (no image; `render` then generates). Not thread-safe:
+    one per session or request; the content cache it uses may be shared.
+    """
+
+    def __init__(self, model: GANModel | str, *, device: str | torch.device = "cpu",
+                 cache: ContentCache | None = None):
+        self.device = device
+        self.model = _load(model, device)
+        self.family = style_family(self.model)
+        self.cache = CONTENT_CACHE if cache is None else cache
+        self.source: Picture | None = None
+        self._pictures: OrderedDict[str, Picture] = OrderedDict()  # references by sha256
+        self._codes: OrderedDict[tuple[str, int], torch.Tensor] = OrderedDict()
+        self._guesses: dict[str, tuple[int, str]] = {}
+
+    # -- inputs -----------------------------------------------------------------------
+    def set_image(self, image: Any) -> Picture:
+        """The picture to restyle (path, bytes or (H, W, 3) uint8); encodes it once."""
+        require_translation(self.model, "restyle")
+        self.source = load_picture(self.model, image)
+        self.content()
+        return self.source
+
+    def content(self) -> torch.Tensor | None:
+        """G.encode(source): (1, Cc, h, w), from the LRU when this picture was seen."""
+        if self.source is None:
+            raise PolychromeError(f"{self.model.name} restyles an image: give an INPUT image",
+                                  code="missing_input")
+        if self.family != "code":
+            return None
+        c = self.cache.get(self.model, self.source.sha256)
+        if c is None:
+            with torch.inference_mode():
+                c = self.model.generator.encode(self.source.tensor(self.device))
+            self.cache.put(self.model, self.source.sha256, c)
+        return c
+
+    def add_reference(self, image: Any) -> Picture:
+        """Make a reference picture known (regeneration; API uploads) and return it."""
+        return self._remember(load_picture(self.model, image))
+
+    def _remember(self, pic: Picture) -> Picture:
+        # bounded: a live session may see many references
+        self._pictures[pic.sha256] = pic
+        self._pictures.move_to_end(pic.sha256)
+        while len(self._pictures) > MEMO_SIZE:
+            self._pictures.popitem(last=False)
+        return pic
+
+    def _domain_of(self, pic: Picture) -> tuple[int, str]:
+        if pic.sha256 not in self._guesses:
+            same = self.source is not None and self.source.sha256 == pic.sha256
+            content = self.content() if same else None
+            if len(self._guesses) >= MEMO_SIZE:
+                self._guesses.clear()
+            self._guesses[pic.sha256] = guess_domain(self.model, pic, content, self.device)
+        return self._guesses[pic.sha256]
+
+    # -- building a recipe ------------------------------------------------------------
+    def component(self, src: StyleSource, seed: int, domain: int | None = None) -> dict[str, Any]:
+        """Resolve a source (its style domain included) into a recorded component."""
+        names, fam = self.model.style_names, self.family
+        if fam == "fixed":
+            if src.kind != "learned":
+                raise PolychromeError(f"{self.model.name} has no style codes: it only translates "
+                                      f"into one of its styles ({', '.join(names)})",
+                                      code="unsupported")
+            return {"kind": "target", "style": names[src.domain]}
+        if src.kind == "learned":
+            return {"kind": "latent", "style": names[src.domain], "seed": seed}
+        if src.kind == "bank":
+            _, entry = stylebank.load_style(self.model, src.bank or "")
+            return {"kind": "bank", "name": src.bank, "code_sha256": entry["code_sha256"]}
+        dom = src.domain if src.domain is not None else domain
+        if src.kind == "seed":
+            if dom is None:
+                if fam == "code":
+                    raise PolychromeError(f"{src.text} needs a style on a translation model "
+                                          "(give --style)", code="bad_request")
+                dom = src.seed % len(names)  # as `generate --seed N` would pick
+            return {"kind": "latent", "style": names[dom], "seed": src.seed}
+        if fam != "code":
+            raise PolychromeError(f"{self.model.name} has no style encoder: reference pictures "
+                                  "need a stargan model", code="unsupported")
+        pic = self._remember(src.picture)
+        how = "user"
+        if dom is None:
+            dom, how = self._domain_of(pic)
+        return {"kind": "reference", "style": names[dom], "sha256": pic.sha256, "domain_by": how}
+
+    def build(self, styles: Sequence[tuple[StyleLike, float]], *, op: str, seed: int = 0,
+              strength: float = 1.0, pixel_blend: float | None = None,
+              reference_style: str | int | None = None, source_style: str | int | None = None,
+              crossover: int | None = None) -> Recipe:
+        """A recipe from (style, weight) pairs and options; validates against the family."""
+        check_seed(seed)
+        fam, model = self.family, self.model
+        strength = check_unit("strength", strength)
+        if pixel_blend is not None:
+            pixel_blend = check_unit("pixel blend", pixel_blend)
+        if model.family == "translation" and self.source is None:
+            raise PolychromeError(f"{model.name} is a translation model: give an INPUT image "
+                                  "to restyle", code="missing_input")
+        if model.family != "translation" and (strength != 1.0 or pixel_blend is not None):
+            raise PolychromeError("strength and pixel blend apply to restyling an INPUT image "
+                                  "(translation models)", code="unsupported")
+        ref_dom = style_index(model, reference_style) if reference_style is not None else None
+        sources = [parse_source(model, s, domain=ref_dom, allow_reference=fam == "code")
+                   for s, _ in styles]
+        comps = [self.component(src, seed) for src in sources]
+        try:
+            weights = [float(w) for _, w in styles]
+        except (TypeError, ValueError):
+            raise PolychromeError(f"style weights must be numbers, got "
+                                  f"{[w for _, w in styles]!r}", code="bad_weight") from None
+        if crossover is not None:
+            if fam != "w":
+                raise PolychromeError(f"per-layer mixing needs a style-based generator "
+                                      f"(stylegan); {model.name} has no per-layer styles",
+                                      code="unsupported")
+            n = model.generator.num_ws
+            if len(comps) != 2 or not 0 <= crossover <= n:
+                raise PolychromeError(f"per-layer mixing takes exactly 2 styles and a crossover "
+                                      f"layer in 0..{n}", code="bad_request")
+            weights_out: list[float] | None = None
+        else:
+            weights_out = normalise_weights(weights)
+        self._check_blend(comps)
+        recipe = Recipe(op=op, components=comps, weights=weights_out, crossover=crossover,
+                        strength=strength, pixel_blend=pixel_blend, seed=seed)
+        if fam == "fixed" and strength != 1.0:
+            raise PolychromeError(f"{model.name} has no style codes: strength needs a stargan "
+                                  "(use --pixel-blend to fade instead)", code="unsupported")
+        if strength != 1.0:
+            if source_style is not None:
+                recipe.source_style = model.style_names[style_index(model, source_style)]
+                recipe.source_style_by = "user"
+            else:
+                dom, how = self._domain_of(self.source)
+                recipe.source_style, recipe.source_style_by = model.style_names[dom], how
+        return recipe
+
+    def _check_blend(self, comps: list[dict[str, Any]]) -> None:
+        fam, name = self.family, self.model.name
+        if len(comps) > 1 and fam == "fixed":
+            raise PolychromeError(f"{name} has no style codes to blend: it translates into one "
+                                  "style at a time", code="unsupported")
+        if fam in ("label", "plain") and len({c["seed"] for c in comps}) > 2:
+            raise PolychromeError("a blend on this model takes at most 2 different seeds",
+                                  code="unsupported")
+
+    # -- running ----------------------------------------------------------------------
+    def _z(self, seed: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(int(seed))
+        return self.model.sample_z(1, generator=g, device="cpu").to(self.device)  # (1, z_dim)
+
+    def _map(self, z: torch.Tensor, style: str) -> torch.Tensor:
+        y = torch.tensor([style_index(self.model, style)], dtype=torch.int64, device=self.device)
+        if self.family == "code":
+            return self.model.style_from_latent(z, y)  # (1, style_dim)
+        return self.model.generator.mapping(z, y if self.model.config.num_domains > 1 else None)
+
+    def _code(self, c: dict[str, Any]) -> torch.Tensor:
+        if c["kind"] == "latent":
+            return self._map(self._z(c["seed"]), c["style"])
+        if c["kind"] == "bank":
+            code, entry = stylebank.load_style(self.model, c["name"])
+            if c.get("code_sha256") and entry["code_sha256"] != c["code_sha256"]:
+                raise PolychromeError(f"style bank entry {c['name']!r} is not the code this "
+                                      "image was made with (it was removed and saved again)",
+                                      code="bad_style")
+            return code.unsqueeze(0).to(self.device)
+        pic = self._pictures.get(c["sha256"])
+        if pic is None:
+            raise PolychromeError(f"reference picture {c['sha256'][:12]}… is missing",
+                                  code="missing_reference")
+        y = style_index(self.model, c["style"])
+        key = (pic.sha256, y)
+        if key not in self._codes:
+            self._codes[key] = self.model.style_from_reference(pic.tensor(self.device), y)
+            while len(self._codes) > 4 * MEMO_SIZE:
+                self._codes.popitem(last=False)
+        return self._codes[key]
+
+    def code(self, recipe: Recipe) -> torch.Tensor:
+        """The target code of a recipe: s (1, style_dim), w (1, w_dim) or ws (1, num_ws, w_dim)."""
+        comps = recipe.components
+        with torch.inference_mode():
+            if recipe.interp == "slerp":
+                z = slerp(self._z(comps[0]["seed"]), self._z(comps[1]["seed"]),
+                          recipe.weights[1])
+                return self._map(z, comps[0]["style"])
+            codes = [self._code(c) for c in comps]
+            if recipe.crossover is not None:
+                k, n = recipe.crossover, self.model.generator.num_ws
+                return torch.cat([codes[0].unsqueeze(1).expand(-1, k, -1),
+                                  codes[1].unsqueeze(1).expand(-1, n - k, -1)], dim=1)
+            return weighted_sum(codes, recipe.weights)
+
+    def _label_forward(self, recipe: Recipe) -> torch.Tensor:
+        comps, model = recipe.components, self.model
+        seeds = [c["seed"] for c in comps]
+        if len(set(seeds)) == 1:
+            z = self._z(seeds[0])
+        else:  # two seeds: t is the second one's weight
+            z = slerp(self._z(seeds[0]), self._z(seeds[1]), recipe.weights[1])
+        ys = [style_index(model, c["style"]) for c in comps]
+        y0 = torch.tensor([ys[0]], device=self.device) if model.config.num_domains > 1 else None
+        hooks = []
+        if len(set(ys)) > 1:
+            def blend(m: torch.nn.Module, _inp: Any, out: torch.Tensor) -> torch.Tensor:
+                rows = [m.weight[y].unsqueeze(0) for y in ys]  # (1, dim) per style
+                return weighted_sum(rows, recipe.weights).expand_as(out).to(out.dtype)
+
+            hooks = [m.register_forward_hook(blend) for m in label_embeddings(model)]
+        try:
+            return model.generator(z, y0, **generator_kwargs(model, 1.0))
+        finally:
+            for h in hooks:
+                h.remove()
+
+    def run(self, recipe: Recipe, *, index: int = 0) -> GeneratedImage:
+        """Render a recipe: (R, R, 3) uint8 and its metadata."""
+        model, fam = self.model, self.family
+        with torch.inference_mode():
+            if fam in ("code", "fixed"):
+                content = self.content()
+                x = self.source.tensor(self.device)  # (1, 3, R, R) in [-1, 1]
+                if fam == "fixed":
+                    out = model.translate(x, style_index(model, recipe.components[0]["style"]))
+                else:
+                    s = self.code(recipe)
+                    if recipe.strength != 1.0:  # s_src = E(x, y_src): the source's own style
+                        s_src = self._code({"kind": "reference", "style": recipe.source_style,
+                                            "sha256": self._source_ref()})
+                        a = recipe.strength
+                        s = (1.0 - a) * s_src + a * s
+                    out = model.generator.decode(content, s)  # (1, 3, R, R) in [-1, 1]
+                if recipe.pixel_blend is not None:
+                    b = recipe.pixel_blend
+                    out = (1.0 - b) * x + b * out
+            elif fam == "w":
+                out = model.generator.synthesis(self.code(recipe), noise_mode="const")
+            else:
+                out = self._label_forward(recipe)
+        return GeneratedImage(array=from_tensor(to_rgb(out)[0]),
+                              metadata=self.metadata(recipe, index))
+
+    def _source_ref(self) -> str:
+        return self._remember(self.source).sha256  # E(x, y_src) uses the reference memo
+
+    def metadata(self, recipe: Recipe, index: int = 0) -> dict[str, str]:
+        name, version = model_identity(self.model)
+        refs = [c["sha256"] for c in recipe.components if c["kind"] == "reference"]
+        return {
+            "model": name, "version": version, "arch": self.model.name, "op": recipe.op,
+            "style": summary(recipe), "seed": str(recipe.seed),
+            "strength": repr(recipe.strength),
+            "pixel_blend": "" if recipe.pixel_blend is None else repr(recipe.pixel_blend),
+            "source_sha256": self.source.sha256 if self.source is not None else "",
+            "source_style": recipe.source_style or "",
+            "reference_sha256s": ",".join(refs), "index": str(index),
+            "recipe": recipe.to_json(), "polychrome_version": __version__,
+            **{k: str(v) for k, v in recipe.extra.items()},  # e.g. frame, t (interpolate)
+        }
+
+    def render(self, style: StyleLike | Sequence[tuple[StyleLike, float]], *,
+               strength: float = 1.0, seed: int = 0, pixel_blend: float | None = None,
+               reference_style: str | int | None = None, source_style: str | int | None = None,
+               crossover: int | None = None, op: str = "restyle",
+               index: int = 0) -> GeneratedImage:
+        """One image: `style` is one style or a list of (style, weight) pairs (a blend)."""
+        pairs = list(style) if isinstance(style, list | tuple) else [(style, 1.0)]
+        recipe = self.build(pairs, op=op, seed=seed, strength=strength, pixel_blend=pixel_blend,
+                            reference_style=reference_style, source_style=source_style,
+                            crossover=crossover)
+        return self.run(recipe, index=index)
+
+    def save_style(self, name: str, recipe: Recipe) -> dict[str, Any]:
+        """Store a recipe's target code (before strength) in the style bank as `name`."""
+        if recipe.crossover is not None:
+            raise PolychromeError("a per-layer mix is not one code: save each style separately",
+                                  code="unsupported")
+        files = {sha: p.file_sha256 for sha, p in self._pictures.items()}
+        comps = [{**c, "file_sha256": files.get(c.get("sha256", ""))}
+                 if c["kind"] == "reference" else c for c in recipe.components]
+        source = {"components": comps, "weights": recipe.weights, "interp": recipe.interp}
+        return stylebank.save_style(self.model, name, self.code(recipe)[0], source)

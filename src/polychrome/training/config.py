@@ -1,0 +1,208 @@
+"""The run config: one dataclass, loadable from YAML, overridable by CLI flags.
+
+Fields left as None are "use the model's `train_defaults`"; `resolve_config`
+fills them in, and the RESOLVED config is what a run writes to
+runs/<id>/config.yaml and into every checkpoint's JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError
+
+LOSSES = ("ns", "hinge", "wgan", "lsgan")
+SCHEDULES = ("constant", "linear", "cosine")
+AMP_MODES = ("off", "auto", "bf16", "fp16")
+FITS = ("crop", "pad")
+SPLITS = ("all", "train", "heldout")
+
+# Keys a model's `train_defaults` may supply (a None in the config means "take the default").
+DEFAULTED_KEYS = (
+    "loss", "lr_g", "lr_d", "betas", "n_critic", "gp_weight", "r1_gamma", "r1_interval",
+    "ema_decay", "batch_size", "mixing_prob", "diffaugment",
+)
+# Used when neither the config nor the model says anything.
+FALLBACK_DEFAULTS: dict[str, Any] = {
+    "loss": "ns", "lr_g": 2e-4, "lr_d": 2e-4, "betas": [0.5, 0.999], "n_critic": 1,
+    "gp_weight": 0.0, "r1_gamma": 0.0, "r1_interval": 1, "ema_decay": 0.999, "batch_size": 32,
+    "mixing_prob": 0.0, "diffaugment": "",
+}
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything that defines a training run (JSON/YAML-able scalars, lists and dicts)."""
+
+    model: str = ""
+    model_config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    dataset: str = ""
+    dataset_version: int | None = None
+    resolution: int = 32
+    fit: str = "crop"
+    split: str = "all"
+    steps: int = 10_000  # generator updates (one step = n_critic D updates + 1 G update)
+    seed: int = 0
+    # -- optimisation (None -> model.train_defaults) --------------------------------
+    batch_size: int | None = None  # per process
+    loss: str | None = None
+    lr_g: float | None = None
+    lr_d: float | None = None
+    betas: list[float] | None = None
+    n_critic: int | None = None
+    gp_weight: float | None = None
+    r1_gamma: float | None = None
+    r1_interval: int | None = None
+    ema_decay: float | None = None
+    ema_rampup: float = 0.05  # EMA half-life ramps with images seen (StyleGAN2-ADA), 0 = off
+    mixing_prob: float | None = None
+    diffaugment: str | None = None  # DiffAugment policy, "" = off
+    ada: bool = False  # adaptive augmentation probability (needs a policy)
+    ada_target: float = 0.6
+    ada_speed_imgs: int = 500_000
+    instance_noise: float = 0.0  # initial sigma of Gaussian noise on D inputs
+    instance_noise_steps: int | None = None  # anneal sigma linearly to 0 over this many steps
+    grad_clip: float | None = None  # max global grad norm per network, None = off
+    # Family-specific knobs a trainer reads (e.g. translation loss weights); free-form.
+    trainer_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    min_lr_factor: float = 0.0
+    # -- bookkeeping -------------------------------------------------------------------
+    checkpoint_every: int = 1000
+    keep_last: int = 3
+    sample_every: int = 500
+    sample_cols: int = 8
+    log_every: int = 10
+    eval_every: int = 0  # 0 = no periodic evaluation
+    eval_metrics: list[str] = dataclasses.field(default_factory=lambda: ["fid"])
+    eval_n: int = 1000
+    eval_extractor: str = "offline"
+    best_metric: str = "fid"  # lower is better
+    collapse_ratio: float = 0.5  # warn when diversity < ratio * its running max
+    # -- execution ---------------------------------------------------------------------
+    device: str = "auto"
+    amp: str = "auto"  # off | auto (bf16 on CUDA, off on CPU) | bf16 | fp16; CUDA only
+    channels_last: bool = True  # applied on CUDA only
+    deterministic: bool = True
+    name: str | None = None  # model-store name (default "<dataset>-<model>")
+
+    # -- conversions -------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        if not isinstance(d, dict):
+            raise ConfigError(f"a run config must be a mapping, got {type(d).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(
+                f"unknown config key(s): {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}"
+            )
+        cfg = cls(**d)
+        cfg.validate(resolved=False)
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **overrides: Any) -> TrainConfig:
+        """A copy with `overrides` applied (None values are ignored: "flag not given")."""
+        d = self.to_dict()
+        d.update({k: v for k, v in overrides.items() if v is not None})
+        return TrainConfig.from_dict(d)
+
+    def validate(self, *, resolved: bool = True) -> None:
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise ConfigError(msg)
+
+        need(isinstance(self.model_config, dict), "model_config must be a mapping")
+        need(isinstance(self.trainer_options, dict), "trainer_options must be a mapping")
+        need(self.steps >= 0, f"steps must be >= 0, got {self.steps}")
+        need(self.resolution >= 8, f"resolution must be >= 8, got {self.resolution}")
+        need(self.fit in FITS, f"fit must be one of {FITS}, got {self.fit!r}")
+        need(self.split in SPLITS, f"split must be one of {SPLITS}, got {self.split!r}")
+        need(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        need(self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}, got {self.amp!r}")
+        need(self.checkpoint_every >= 0 and self.sample_every >= 0 and self.eval_every >= 0,
+             "checkpoint_every, sample_every and eval_every must be >= 0")
+        need(self.keep_last >= 1, f"keep_last must be >= 1, got {self.keep_last}")
+        need(self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}")
+        need(self.warmup_steps >= 0, "warmup_steps must be >= 0")
+        need(0.0 <= self.min_lr_factor <= 1.0, "min_lr_factor must be in [0, 1]")
+        need(self.instance_noise >= 0.0, "instance_noise must be >= 0")
+        need(self.grad_clip is None or self.grad_clip > 0, "grad_clip must be > 0 (or null)")
+        need(isinstance(self.eval_metrics, list), "eval_metrics must be a list of metric names")
+        if self.loss is not None:
+            need(self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.batch_size is not None:
+            need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        if self.n_critic is not None:
+            need(self.n_critic >= 1, "n_critic must be >= 1")
+        if self.r1_interval is not None:
+            need(self.r1_interval >= 1, "r1_interval must be >= 1")
+        if self.betas is not None:
+            need(len(self.betas) == 2, f"betas must be two numbers, got {self.betas!r}")
+        if self.ema_decay is not None:
+            need(0.0 <= self.ema_decay < 1.0, "ema_decay must be in [0, 1)")
+        if resolved:
+            need(bool(self.model), "no model given")
+            need(bool(self.dataset), "no dataset given")
+            for key in DEFAULTED_KEYS:
+                need(getattr(self, key) is not None, f"{key} was not resolved")
+            need(not self.ada or bool(self.diffaugment),
+                 "ada needs an augmentation policy (set diffaugment, e.g. 'color,translation,cutout')")
+
+
+def load_yaml_config(path: str | Path) -> dict[str, Any]:
+    """Read a YAML run config into a dict (keys are checked by TrainConfig.from_dict)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"cannot read config {path}: {str(e).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must be a mapping of keys to values")
+    return data
+
+
+def resolve_config(cfg: TrainConfig, train_defaults: dict[str, Any]) -> TrainConfig:
+    """Fill every None optimisation field from the model's defaults (then the fallbacks)."""
+    d = cfg.to_dict()
+    for key in DEFAULTED_KEYS:
+        if d[key] is None:
+            d[key] = train_defaults.get(key, FALLBACK_DEFAULTS[key])
+    d["betas"] = [float(b) for b in d["betas"]]
+    for key in ("lr_g", "lr_d", "gp_weight", "r1_gamma", "ema_decay", "mixing_prob"):
+        d[key] = float(d[key])
+    d["diffaugment"] = d["diffaugment"] or ""
+    if d["instance_noise_steps"] is None:
+        d["instance_noise_steps"] = d["steps"]
+    if d["name"] is None:
+        d["name"] = default_model_name(d["dataset"], d["model"])
+    out = TrainConfig.from_dict(d)
+    out.validate(resolved=True)
+    return out
+
+
+def default_model_name(dataset: str, model: str) -> str:
+    """"<dataset>-<model>", from a dataset name, "name:version" or a version dir path."""
+    name = re.sub(r":\d+$", "", dataset)
+    if "/" in name or os.sep in name:
+        p = Path(name)
+        name = p.parent.name if (p.name.isascii() and p.name.isdigit()) else p.name
+    return f"{name}-{model}"
+
+
+def dump_yaml(cfg: TrainConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=True)

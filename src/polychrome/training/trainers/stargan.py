@@ -1,0 +1,219 @@
+"""StarGAN v2 trainer (Choi et al. 2020), written from the paper.
+
+One step = the paper's iteration: a D update and a G update with latent-guided style
+codes s = F(z, y_trg), then a D update and a G update with reference-guided codes
+s = E(x_ref, y_trg). The generator objective is
+
+    L_adv + lambda_sty * |s - E(G(x, s), y_trg)|_1            (style reconstruction)
+          - lambda_ds  * |G(x, s1) - G(x, s2)|_1              (diversity, decays to 0)
+          + lambda_cyc * |x - G(G(x, s), E(x, y_org))|_1      (cycle consistency)
+
+D is a multi-task discriminator: it is asked "real image of domain y?" with y the
+source label for real images and y_trg for fakes; R1 on real images. The latent step
+trains G, F and E together (F with its own small learning rate lr_f); the reference
+step trains G only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from ...data.cache import PackedDataset
+from ...data.loader import InMemoryLoader, to_float
+from ..losses import get_losses
+from ..monitor import tile_images
+from ..regularizers import r1_penalty
+from ..rng import derive_seed
+from .base import Logs, SampleGrid, frozen
+from .translation import TranslationTrainer, pick_sources, translation_trainer
+
+MAX_GRID_ROWS = 16  # styles shown in a sample grid (one row each)
+
+StyleBatch = tuple[torch.Tensor, ...]  # x, y, x_ref, x_ref2, y_ref
+
+
+class StyleBatchLoader:
+    """Source batches plus pairs of reference images from one target style.
+
+    forever() yields (x, y, x_ref, x_ref2, y_ref): x, x_ref, x_ref2 (B, 3, R, R) float in
+    [-1, 1]; y, y_ref (B,) int64. Sources are shuffled rows; references are drawn with
+    the styles balanced (each target style equally often, as the paper samples target
+    domains uniformly); x_ref2 is another image of the same style as x_ref, picked by a
+    generator seeded from the reference loader's position, so the state is just the two
+    loaders' positions.
+    """
+
+    def __init__(self, packed: PackedDataset, batch_size: int, *, device: torch.device,
+                 seed: int, rank: int = 0, world_size: int = 1):
+        self.packed, self.device, self.rank = packed, device, rank
+        self.seed = seed
+        self.src = InMemoryLoader(packed, batch_size, device=device, seed=seed, shuffle=True,
+                                  drop_last=True, rank=rank, world_size=world_size)
+        self.ref = InMemoryLoader(packed, batch_size, device=device,
+                                  seed=derive_seed(seed, "reference") & 0x7FFFFFFF,
+                                  drop_last=True, rank=rank, world_size=world_size,
+                                  balance=True)
+        counts = torch.bincount(packed.labels, minlength=packed.num_domains)
+        self._rows = torch.argsort(packed.labels, stable=True)  # rows grouped by style
+        self._start = torch.cumsum(counts, 0) - counts
+        self._count = counts
+
+    def _partners(self, y_ref: torch.Tensor, epoch: int, position: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(derive_seed(self.seed, "ref2", self.rank, epoch,
+                                                      position))
+        y = y_ref.cpu()
+        within = (torch.rand(len(y), generator=g, dtype=torch.float64) * self._count[y]).long()
+        within = torch.minimum(within, self._count[y] - 1)
+        rows = self._rows[self._start[y] + within]
+        return to_float(self.packed.images.index_select(0, rows).to(self.device))
+
+    def forever(self) -> Iterator[StyleBatch]:
+        while True:
+            x, y = self.src.next_batch()
+            epoch, position = self.ref.epoch, self.ref.position
+            x_ref, y_ref = self.ref.next_batch()
+            yield x, y, x_ref, self._partners(y_ref, epoch, position), y_ref
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"src": self.src.state_dict(), "ref": self.ref.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.src.load_state_dict(state["src"])
+        self.ref.load_state_dict(state["ref"])
+
+
+@translation_trainer("stargan")
+class StarGANTrainer(TranslationTrainer):
+    def __init__(self, model: nn.Module, config: Any, ctx: Any):
+        super().__init__(model, config, ctx)
+        self.G, self.F = model.generator, model.mapping
+        self.E, self.D = model.style_encoder, model.discriminator
+        wd = float(self.option("weight_decay"))
+        lrs = {"g": config.lr_g, "f": float(self.option("lr_f")), "e": config.lr_g,
+               "d": config.lr_d}
+        nets = {"g": self.G, "f": self.F, "e": self.E, "d": self.D}
+        self.params = {n: list(net.parameters()) for n, net in nets.items()}
+        for n in nets:
+            opt = self.add_optimizer(n, self.params[n], lrs[n])
+            for group in opt.param_groups:
+                group["weight_decay"] = wd
+        self.d_loss_fn, self.g_loss_fn = get_losses(config.loss)
+        self.lambda_sty = float(self.option("lambda_sty"))
+        self.lambda_ds0 = float(self.option("lambda_ds"))
+        # 0 = decay over the whole run (the paper decays over all of its iterations).
+        self.ds_steps = int(self.option("ds_decay_steps")) or int(config.steps)
+        self.lambda_cyc = float(self.option("lambda_cyc"))
+
+    def make_loader(self, packed: PackedDataset) -> StyleBatchLoader:
+        return StyleBatchLoader(packed, int(self.config.batch_size), device=self.ctx.device,
+                                seed=int(self.config.seed), rank=self.ctx.env.rank,
+                                world_size=self.ctx.env.world_size)
+
+    def lambda_ds(self, step: int) -> float:
+        """Diversity weight at `step`: linear from lambda_ds to 0 over ds_decay_steps."""
+        return self.lambda_ds0 * max(0.0, 1.0 - step / max(1, self.ds_steps))
+
+    def _z(self, n: int) -> torch.Tensor:
+        return self.model.sample_z(n, generator=self.ctx.noise_gen, device=self.ctx.device)
+
+    # -- one step ------------------------------------------------------------------------
+    def train_step(self, data: Iterator[StyleBatch], step: int) -> Logs:
+        x, y, x_ref, x_ref2, y_trg = next(data)
+        n = x.shape[0]
+        z1, z2 = self._z(n), self._z(n)
+        logs: Logs = {}
+        logs.update(self._d_step(x, y, y_trg, step, 0, z=z1))
+        logs.update(_prefixed("ref_", self._d_step(x, y, y_trg, step, 1, ref=x_ref)))
+        logs.update(self._g_step(x, y, y_trg, step, styles=(z1, z2)))
+        logs.update(_prefixed("ref_", self._g_step(x, y, y_trg, step, refs=(x_ref, x_ref2))))
+        logs["lambda_ds"] = torch.tensor(self.lambda_ds(step))
+        if self.ada is not None:
+            logs["aug_p"] = torch.tensor(self.ada.p)
+        return logs
+
+    def _d_step(self, x: torch.Tensor, y: torch.Tensor, y_trg: torch.Tensor, step: int,
+                k: int, *, z: torch.Tensor | None = None,
+                ref: torch.Tensor | None = None) -> Logs:
+        cfg = self.config
+        do_r1 = cfg.r1_gamma > 0 and (2 * step + k) % int(cfg.r1_interval) == 0
+        with torch.no_grad(), self.autocast():
+            s = self.F(z, y_trg) if ref is None else self.E(ref, y_trg)  # (B, style_dim)
+            fake = self.G(x, s)  # (B, 3, R, R) in [-1, 1]
+        real = x.detach().requires_grad_(do_r1)
+        with self.autocast():
+            real_logits = self.D(self.d_input(real, step), y).float()  # (B,)
+            fake_logits = self.D(self.d_input(fake.float(), step), y_trg).float()
+        loss, logs = self.d_loss_fn(real_logits, fake_logits)
+        if do_r1:
+            r1_loss, r1_logs = r1_penalty(real_logits, real, gamma=cfg.r1_gamma,
+                                          interval=int(cfg.r1_interval))
+            loss = loss + r1_loss
+            logs.update(r1_logs)
+        self.step_optimizer("d", loss, self.params["d"])
+        self.update_ada(real_logits)
+        return logs
+
+    def _g_step(self, x: torch.Tensor, y: torch.Tensor, y_trg: torch.Tensor, step: int, *,
+                styles: tuple[torch.Tensor, torch.Tensor] | None = None,
+                refs: tuple[torch.Tensor, torch.Tensor] | None = None) -> Logs:
+        lam_ds = self.lambda_ds(step)
+        latent = refs is None
+
+        def style(i: int) -> torch.Tensor:  # (B, style_dim) for the target styles
+            return self.F(styles[i], y_trg) if latent else self.E(refs[i], y_trg)
+
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(frozen(self.D))
+            if not latent:  # the reference step trains G only; E passes gradients through
+                stack.enter_context(frozen(self.E))
+            stack.enter_context(self.autocast())
+            s_trg = style(0)
+            fake = self.G(x, s_trg)
+            adv, logs = self.g_loss_fn(self.D(self.d_input(fake.float(), step), y_trg).float())
+            loss_sty = (self.E(fake, y_trg) - s_trg).abs().mean()
+            loss_ds = torch.zeros((), device=x.device)
+            if lam_ds > 0:  # the second image is a fixed target: no graph needed
+                with torch.no_grad():
+                    fake2 = self.G(x, style(1))
+                loss_ds = (fake - fake2).abs().mean()
+            rec = self.G(fake, self.E(x, y))  # back to the source style
+            loss_cyc = (rec - x).abs().mean()
+            loss = (adv + self.lambda_sty * loss_sty - lam_ds * loss_ds
+                    + self.lambda_cyc * loss_cyc)
+        self.step_many(("g", "f", "e") if latent else ("g",), loss.float(), self.params)
+        logs.update({"sty": loss_sty.detach(), "ds": loss_ds.detach(),
+                     "cyc": loss_cyc.detach()})
+        return logs
+
+    # -- samples -------------------------------------------------------------------------
+    def fixed_inputs(self, packed: Any, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """`sample_cols` sources (styles interleaved), one z per column, one row per style."""
+        cols = int(self.config.sample_cols)
+        rows = min(int(self.model.config.num_domains), MAX_GRID_ROWS)
+        return {"x": pick_sources(packed, cols, generator),
+                "z": self.model.sample_z(cols, generator=generator, device="cpu"),
+                "y": torch.arange(rows, dtype=torch.int64)}
+
+    @torch.no_grad()
+    def sample_grid(self, model: nn.Module, fixed: dict[str, torch.Tensor]) -> SampleGrid:
+        """Row 0: the sources; row k+1: every source restyled into style k (latent-guided)."""
+        dev = self.ctx.device
+        x, z = fixed["x"].to(dev), fixed["z"].to(dev)
+        content = model.generator.encode(x)  # computed once, reused by every style row
+        outs = []
+        for k in fixed["y"].tolist():
+            s = model.mapping(z, torch.full((x.shape[0],), k, dtype=torch.int64, device=dev))
+            outs.append(model.generator.decode(content, s).float().clamp(-1, 1).cpu())
+        samples = torch.cat(outs)  # (rows * cols, 3, R, R) in [-1, 1]
+        grid = tile_images(torch.cat([x.cpu(), samples]), x.shape[0])
+        return SampleGrid(grid, samples)
+
+
+def _prefixed(prefix: str, logs: Logs) -> Logs:
+    return {prefix + k: v for k, v in logs.items()}
+

@@ -1,0 +1,184 @@
+"""Translation trainers (stargan, cyclegan) on the shared loop: tiny end-to-end runs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from polychrome.data.cache import PackedDataset
+from polychrome.errors import PolychromeError
+from polychrome.models import GANModel, create_model
+from polychrome.models.zoo.cyclegan import CycleGAN
+from polychrome.models.zoo.stargan import StarGAN
+from polychrome.training import TrainConfig, export_model, train
+from polychrome.training.checkpoint import find_checkpoint, load_checkpoint
+from polychrome.training.trainers import get_trainer_class
+from polychrome.training.trainers.cyclegan import CycleGANTrainer, ImagePool
+from polychrome.training.trainers.stargan import StarGANTrainer, StyleBatchLoader
+
+R = 16
+MODEL_CONFIGS = {
+    "stargan": dict(width=8, max_width=16, style_dim=8, latent_dim=4, mapping_dim=16,
+                    mapping_shared_layers=2, mapping_head_layers=2, e_width=8, e_max_width=16,
+                    d_width=8, d_max_width=16),
+    "cyclegan": dict(width=8, n_blocks=2, d_width=8),
+}
+STYLES = {"stargan": 3, "cyclegan": 2}
+
+
+def make_packed(n: int = 24, styles: int = 3) -> PackedDataset:
+    """Procedural images: a colour per style plus noise. Pixel (0, 0, 0) holds the row index."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(n) % styles
+    base = torch.tensor([[40, 40, 200], [220, 60, 40], [30, 180, 30]])[labels % 3]
+    images = (base[:, :, None, None] + torch.randint(0, 50, (n, 3, R, R), generator=g))
+    images = images.clamp(0, 255).to(torch.uint8)
+    images[:, 0, 0, 0] = torch.arange(n, dtype=torch.uint8)
+    files = [f"images/s{int(y)}/img-{i:04d}.png" for i, y in enumerate(labels)]
+    return PackedDataset(images=images, labels=labels, domains=[f"s{k}" for k in range(styles)],
+                         files=files, resolution=R)
+
+
+def tiny_config(model: str, **kw) -> TrainConfig:
+    base = dict(model=model, model_config=MODEL_CONFIGS[model], dataset="toy", resolution=R,
+                steps=4, batch_size=4, checkpoint_every=2, sample_every=2, log_every=1, seed=0,
+                sample_cols=4)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _final_tensors(run_dir) -> dict[str, torch.Tensor]:
+    return load_checkpoint(find_checkpoint(run_dir, "latest"))[0]
+
+
+def _final_state(run_dir) -> dict:
+    return load_checkpoint(find_checkpoint(run_dir, "latest"))[1]
+
+
+def _stop_after(n: int):
+    calls = {"n": 0}
+
+    def should_stop() -> bool:  # polled before every step
+        calls["n"] += 1
+        return calls["n"] > n
+
+    return should_stop
+
+
+@pytest.mark.parametrize("name", ["stargan", "cyclegan"])
+def test_train_resume_exact_and_export(name, tmp_path):
+    packed = make_packed(styles=STYLES[name])
+    cfg = tiny_config(name)
+    straight = train(cfg, packed=packed, run_dir=tmp_path / "straight", tensorboard=False)
+    assert straight.step == 4 and not straight.stopped
+    assert all(isinstance(v, float) and v == v for v in straight.final.values())
+
+    # The same run, cancelled after 2 steps and resumed, ends bit-identical.
+    half = train(cfg, packed=packed, run_dir=tmp_path / "split", tensorboard=False,
+                 should_stop=_stop_after(2))
+    assert half.stopped and half.step == 2
+    resumed = train(resume=tmp_path / "split", packed=packed, tensorboard=False)
+    assert resumed.step == 4
+    a, b = _final_tensors(tmp_path / "straight"), _final_tensors(tmp_path / "split")
+    assert a.keys() == b.keys()
+    differ = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not differ, differ[:5]
+
+    # Training moved every network away from its initial weights.
+    torch.manual_seed(cfg.seed)
+    init = create_model(name, resolution=R, num_domains=STYLES[name], **MODEL_CONFIGS[name])
+    for net_name, net in init.named_children():
+        moved = any(not torch.equal(v, a[f"model.{net_name}.{k}"])
+                    for k, v in net.state_dict().items())
+        assert moved, f"{net_name} did not train"
+
+    # A sample grid per sample_every, and the exported model translates.
+    samples = sorted(p.name for p in (tmp_path / "straight" / "samples").glob("*.png"))
+    assert samples == ["step-000000.png", "step-000002.png", "step-000004.png"]
+    out = export_model(tmp_path / "straight", tmp_path / "exported")
+    model = GANModel.from_pretrained(out).eval()
+    assert model.loaded_modules == model.inference_modules
+    assert model.style_names == packed.domains
+    x = packed.images[:2].float() / 127.5 - 1
+    with torch.no_grad():
+        y = model.translate(x, 1)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+
+
+def test_stargan_run_details(tmp_path):
+    packed = make_packed(styles=3)
+    run = train(tiny_config("stargan", steps=2, checkpoint_every=0, sample_every=0),
+                packed=packed, run_dir=tmp_path / "run", tensorboard=False)
+    for key in ("loss_d", "loss_g", "sty", "ds", "cyc", "r1", "ref_loss_g", "lambda_ds"):
+        assert key in run.final, key
+    state = _final_state(run.run_dir)
+    assert set(state["optimizers"]) == {"g", "f", "e", "d"}
+    assert state["base_lrs"]["f"] == pytest.approx(1e-6)  # the paper's small mapping lr
+    groups = state["optimizers"]["g"]["param_groups"][0]
+    assert groups["weight_decay"] == pytest.approx(1e-4) and groups["betas"] == [0.0, 0.99]
+    lines = [json.loads(s) for s in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    ds = [ln["losses"]["lambda_ds"] for ln in lines if "losses" in ln]
+    assert ds == pytest.approx([1.0, 0.5])  # decays linearly over the run
+
+
+def test_cyclegan_rejects_three_styles(tmp_path):
+    with pytest.raises(PolychromeError, match="exactly 2"):
+        train(tiny_config("cyclegan"), packed=make_packed(styles=3), run_dir=tmp_path / "r",
+              tensorboard=False)
+
+
+def test_cyclegan_lr_decay_and_pool_in_checkpoint(tmp_path):
+    run = train(tiny_config("cyclegan", steps=4, checkpoint_every=0, sample_every=0),
+                packed=make_packed(styles=2), run_dir=tmp_path / "run", tensorboard=False)
+    lines = [json.loads(s) for s in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    factors = [ln["losses"]["lr_factor"] for ln in lines if "losses" in ln]
+    assert factors == pytest.approx([1.0, 1.0, 1.0, 0.5])  # constant, then linear to 0
+    tensors = _final_tensors(run.run_dir)
+    # 4 steps x batch 4 fakes per style, capped by pool_size 50: 16 remembered each.
+    assert tensors["trainer.pool_a"].shape == (16, 3, R, R)
+    assert tensors["trainer.pool_b"].shape == (16, 3, R, R)
+
+
+def test_trainer_registry_dispatches_by_model():
+    assert get_trainer_class("translation").__name__ == "TranslationTrainer"
+    assert issubclass(StarGANTrainer, get_trainer_class("translation"))
+    assert issubclass(CycleGANTrainer, get_trainer_class("translation"))
+    assert StarGAN.family == CycleGAN.family == "translation"
+
+
+def test_style_batches_pair_references_within_a_style():
+    packed = make_packed(n=30, styles=3)
+    loader = StyleBatchLoader(packed, 5, device=torch.device("cpu"), seed=3)
+    it = loader.forever()
+    next(it)
+    state = loader.state_dict()
+    x, y, x_ref, x_ref2, y_ref = next(it)
+
+    def rows(imgs: torch.Tensor) -> torch.Tensor:  # undo to_float on the index pixel
+        return ((imgs[:, 0, 0, 0] + 1) * 127.5).round().long()
+
+    assert torch.equal(packed.labels[rows(x)], y)
+    assert torch.equal(packed.labels[rows(x_ref)], y_ref)
+    assert torch.equal(packed.labels[rows(x_ref2)], y_ref)  # same style as the reference
+    # The state pins the next batch exactly (both loaders and the partner choice).
+    again = StyleBatchLoader(packed, 5, device=torch.device("cpu"), seed=3)
+    again.load_state_dict(state)
+    for t1, t2 in zip((x, y, x_ref, x_ref2, y_ref), next(again.forever()), strict=True):
+        assert torch.equal(t1, t2)
+
+
+def test_image_pool_fills_then_mixes():
+    pool = ImagePool(4)
+    g = torch.Generator().manual_seed(0)
+    first = torch.arange(4.0).reshape(4, 1, 1, 1)
+    assert torch.equal(pool.query(first, g), first)  # filling: new images pass through
+    new = torch.arange(10.0, 110.0).reshape(100, 1, 1, 1)
+    shown = pool.query(new, g)
+    assert shown.shape == new.shape
+    old_shown = (shown != new).flatten()
+    assert 25 < int(old_shown.sum()) < 75  # about half come from the history
+    assert pool.images.shape[0] == 4
+    off = ImagePool(0)
+    assert torch.equal(off.query(new, g), new)
