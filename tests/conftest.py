@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+# Tests build their own tiny models; the shipped defaults are tested where asked for
+# (set here too, so servers that module-scoped fixtures start inherit it).
+os.environ["POLYCHROME_BUNDLED_MODELS"] = "0"
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
@@ -12,4 +18,5 @@ torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 def polychrome_home(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("POLYCHROME_HOME", str(home))
+    monkeypatch.setenv("POLYCHROME_BUNDLED_MODELS", "0")
     return home

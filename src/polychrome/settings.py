@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     max_compression_ratio: float = 200.0
     # Path to Inception weights for standard FID (no download here).
     inception_weights: Path | None = None
+    # Register the default models that ship with the package on first use of a home.
+    bundled_models: bool = True
 
     # -- `polychrome serve` / `polychrome worker` ------------------------------------
     host: str = "127.0.0.1"  # loopback by default: exposing the API is a deliberate choice

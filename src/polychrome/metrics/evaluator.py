@@ -230,7 +230,7 @@ def train_evaluator(packed: PackedDataset, *, name: str = "offline", steps: int 
         net.train()
         loss = torch.zeros(())
         for step in tqdm(range(cfg.steps), desc="training offline evaluator", unit="step",
-                         disable=not progress, leave=False):
+                         disable=None if progress else True, leave=False):  # None: TTY only
             for group in opt.param_groups:
                 group["lr"] = _lr_at(step, cfg)
             idx = torch.randint(0, len(train), (cfg.batch_size,), generator=g)

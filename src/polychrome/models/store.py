@@ -31,6 +31,7 @@ from ..errors import ModelError, NotFound
 from ..settings import get_settings
 from ..utils.atomic import atomic_directory, atomic_write_text
 from .base import CONFIG_NAME, WEIGHTS_NAME, GANModel
+from .bundled import ensure_bundled_models
 
 log = logging.getLogger(__name__)
 
@@ -314,6 +315,7 @@ def _get_row(name: str, version: int | None) -> ModelVersion:
 def resolve_model(spec: str) -> ModelRef:
     """`name` (latest version), `name:version`, or the path of a model directory."""
     spec = str(spec)
+    ensure_bundled_models()
     name, version = _parse_spec(spec)
     if NAME_RE.match(name) and _rows(name):
         return _ref_from_row(_get_row(name, version))
@@ -338,6 +340,7 @@ def load_model(spec: str | ModelRef, device: str = "cpu") -> GANModel:
 
 def list_models_registered() -> list[dict]:
     """One entry per model name: its latest version's description and all versions."""
+    ensure_bundled_models()
     with session_scope() as s:
         rows = list(s.scalars(select(ModelVersion).order_by(ModelVersion.name,
                                                             ModelVersion.version)))
@@ -356,7 +359,7 @@ def list_models_registered() -> list[dict]:
 def _card_text(row: ModelVersion) -> str:
     path = _abs_path(row)
     card = path / CARD_NAME
-    if not row.bundled and card.is_file():
+    if card.is_file():  # bundled models ship their own card
         return card.read_text()
     try:
         spec = _read_config(path)
@@ -368,6 +371,7 @@ def _card_text(row: ModelVersion) -> str:
 
 def show_model(name: str) -> dict:
     """Everything about a model: all versions, and the card of the latest (or of name:version)."""
+    ensure_bundled_models()
     base, version = _parse_spec(name)
     row = _get_row(base, version)
     versions = [{

@@ -5,7 +5,6 @@ Only rank 0 builds a `Monitor`; everything here writes into the run dir.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
@@ -16,8 +15,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
+from ..imageio import encode_png
 from ..utils.atomic import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -43,12 +42,6 @@ def tile_images(samples: torch.Tensor, cols: int, padding: int = 2) -> np.ndarra
         top, left = padding + r * (h + padding), padding + q * (w + padding)
         grid[:, top:top + h, left:left + w] = x[i, :3]
     return grid.permute(1, 2, 0).contiguous().numpy()
-
-
-def encode_png(image: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def diversity(samples: torch.Tensor) -> float:

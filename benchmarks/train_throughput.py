@@ -1,0 +1,338 @@
+"""Training throughput of every registered model through the real loop, against the matmul peak.
+
+    python benchmarks/train_throughput.py [--models dcgan,stargan] [--seconds 10]
+                                          [--threads N] [--resolution 32] [--styles 4]
+
+What is timed: `polychrome.training.train()` itself, on a temporary run dir, for each model
+at its DEFAULT config and default batch size (`train_defaults`), on an in-memory synthetic
+PackedDataset (random uint8 images, `--styles` styles; cyclegan gets the 2 it needs). The
+loop's `should_stop` hook is polled once before every step, so the timestamps it takes
+bracket whole steps: lr schedule -> the family trainer's train_step (all D steps and the G
+step with their optimisers, augmentation, GP, lazy R1, ...) -> NaN guard -> EMA update ->
+logging. Nothing else falls in the window: samples are off (sample_every=0), checkpoints are
+off (checkpoint_every=0; the one written when the run stops comes after the window), and
+the FLOP-counted first step(s) plus `--warmup` more (allocations, kernel selection) are
+excluded. The window lasts `--seconds` and at least 2 steps (a window shorter than one
+lazy-R1 period may miss stylegan's R1 step, 1/16 of its D steps: raise --seconds to average
+over it).
+
+Reported per model:
+- train img/s: real images consumed per second (the trainer's `images_per_step`:
+  batch x n_critic for the noise zoo, batch for stargan, a batch of each style for cyclegan),
+  wall clock and per CPU-second of this process (CPU time stays meaningful when other jobs
+  share the machine; the ratio of the two says how many cores the run really got);
+- GFLOP/img: matmul/conv FLOPs (torch.utils.flop_counter formulas, 2 x MACs; elementwise
+  ops, the optimiser and EMA are not counted) of real training steps of the same run,
+  divided by the images a step consumes. They are counted on the first step(s), which are
+  untimed anyway: step 0, plus step 1 for lazy R1 (stylegan: R1 on every 16th D step),
+  from which the average over an R1 period is derived. The counter's per-module
+  attribution is switched off because its backward hooks break `torch.autograd.grad`;
+  with it off, the R1 and gradient-penalty double backward ARE counted (column "reg.");
+- achieved GFLOP/s = GFLOP/img x img/s, and its fraction of the machine's measured fp32
+  matmul peak (n x n @ n x n `torch.matmul`, best of several, same thread count, measured
+  before and after the models; the better one is used);
+- generate img/s (noise models): the generator alone, eval + inference mode, at the
+  default batch size.
+
+Figures, not pass/fail; this replaces bench_zoo.py (raw G/D forward/backward without
+optimisers). Quote ratios measured in one run: the machine may be shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from polychrome.data.cache import PackedDataset
+from polychrome.errors import ModelError, PolychromeError
+from polychrome.models import create_model, get_model_class, list_models
+from polychrome.pipelines.generate import generator_kwargs
+from polychrome.training import TrainConfig, resolve_config, train
+from polychrome.training.checkpoint import load_checkpoint
+
+log = logging.getLogger("train_throughput")
+
+
+# -- data --------------------------------------------------------------------------------------
+def synthetic_packed(resolution: int, styles: int, per_style: int = 256,
+                     seed: int = 0) -> PackedDataset:
+    """Random uint8 images in `styles` styles; content does not change the cost of a step.
+
+    File stems repeat across styles, as in the emoji set (aligned drawings).
+    """
+    g = torch.Generator().manual_seed(seed)
+    n = styles * per_style
+    images = torch.randint(0, 256, (n, 3, resolution, resolution), dtype=torch.uint8, generator=g)
+    labels = torch.arange(styles).repeat_interleave(per_style)  # (N,) int64
+    domains = [f"style{k}" for k in range(styles)]
+    files = [f"images/{domains[k]}/{i:04d}.png" for k in range(styles) for i in range(per_style)]
+    return PackedDataset(images=images, labels=labels, domains=domains, files=files,
+                         resolution=resolution)
+
+
+def styles_for(name: str, resolution: int, wanted: int) -> int:
+    """`wanted` styles if the model accepts that many, else its default (cyclegan: 2)."""
+    cls = get_model_class(name)
+    try:
+        cls.config_class(resolution=resolution, num_domains=wanted).validate()
+        return wanted
+    except ModelError:
+        return int(cls.config_class().num_domains)
+
+
+# -- FLOP counting -----------------------------------------------------------------------------
+class _NoModuleTracking(contextlib.nullcontext):
+    """Stands in for FlopCounterMode's module tracker: every FLOP goes to "Global" only.
+
+    The tracker's backward hooks refuse `torch.autograd.grad` on leaf inputs (R1, GP);
+    totals need no per-module attribution.
+    """
+
+    parents = frozenset({"Global"})
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+def flop_counter() -> FlopCounterMode:
+    counter = FlopCounterMode(display=False)
+    if hasattr(counter, "mod_tracker"):
+        counter.mod_tracker = _NoModuleTracking()
+    # else: a torch without that attribute; models using autograd.grad then fail to count
+    return counter
+
+
+# -- the probe on the loop's should_stop hook --------------------------------------------------
+class Probe:
+    """The loop's `should_stop`, polled once before every step (poll k: k steps done).
+
+    Phases: the first `flop_steps` steps each under a FLOP counter (they are untimed, so
+    the counter's Python overhead costs nothing; step 0 is a lazy-R1 step, step 1 is not);
+    then `warmup` more untimed steps; then a timed window of at least `min_steps` steps and
+    `seconds`; then stop.
+    """
+
+    def __init__(self, warmup: int, seconds: float, flop_steps: int, min_steps: int = 2):
+        self.warmup, self.seconds, self.min_steps = warmup, seconds, min_steps
+        self.flop_steps = flop_steps
+        self.polls = 0
+        self.counter: FlopCounterMode | None = None
+        self.step_flops: list[int] = []  # FLOPs of steps 0, 1, ...
+        self.t0: tuple[float, float] | None = None
+        self.timed: tuple[int, float, float] | None = None  # (steps, wall s, CPU s)
+
+    def __call__(self) -> bool:
+        done, self.polls = self.polls, self.polls + 1
+        now = (time.perf_counter(), time.process_time())
+        if self.counter is not None:  # step done - 1 ran under the counter
+            self.step_flops.append(self.counter.get_total_flops())
+            self.close()
+        if done < self.flop_steps:
+            self.counter = flop_counter()
+            self.counter.__enter__()
+            return False
+        start = self.flop_steps + self.warmup
+        if done == start:
+            self.t0 = now
+        if done <= start or self.t0 is None:
+            return False
+        steps = done - start
+        if steps < self.min_steps or now[0] - self.t0[0] < self.seconds:
+            return False
+        self.timed = (steps, now[0] - self.t0[0], now[1] - self.t0[1])
+        return True
+
+    def close(self) -> None:
+        """Leave the counter's dispatch mode (also when the run failed mid-count)."""
+        if self.counter is not None:
+            self.counter.__exit__(None, None, None)
+            self.counter = None
+
+
+def mean_step_flops(step_flops: list[int], n_critic: int, r1_interval: int) -> float | None:
+    """Average FLOPs per step over a lazy-R1 period, from counted steps 0 and 1.
+
+    D step d (0-based over the run) carries R1 when d % r1_interval == 0; step s holds D
+    steps s*n_critic ... s*n_critic + n_critic - 1. With r1_interval == 1 every step costs
+    the same and one counted step is enough.
+    """
+    if not step_flops:
+        return None
+    if r1_interval <= 1 or len(step_flops) < 2:
+        return float(step_flops[0])
+    c0, c1 = (sum((s * n_critic + j) % r1_interval == 0 for j in range(n_critic))
+              for s in (0, 1))
+    if c0 == c1:
+        return float(step_flops[0])
+    per_r1 = (step_flops[0] - step_flops[1]) / (c0 - c1)  # FLOPs one R1 adds to a D step
+    base = step_flops[0] - c0 * per_r1
+    return base + per_r1 * n_critic / r1_interval
+
+
+# -- per model -----------------------------------------------------------------------------
+def _params(module: torch.nn.Module) -> float:
+    return sum(p.numel() for p in module.parameters()) / 1e6
+
+
+def generate_speed(name: str, resolution: int, styles: int, batch: int,
+                   seconds: float = 1.0) -> float | None:
+    """Generator-only img/s (eval, inference mode) at `batch`; None for non-noise models."""
+    model = create_model(name, resolution=resolution, num_domains=styles).eval()
+    if model.family != "noise":
+        return None
+    kw = generator_kwargs(model, 1.0)
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, styles, (batch,), generator=g) if styles > 1 else None
+
+    def once() -> None:
+        with torch.inference_mode():
+            model.generator(model.sample_z(batch, generator=g, device="cpu"), y, **kw)
+
+    once()  # warm-up
+    n, t0 = 0, time.perf_counter()
+    while n < 3 or time.perf_counter() - t0 < seconds:
+        once()
+        n += 1
+    return n * batch / (time.perf_counter() - t0)
+
+
+def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    styles = styles_for(name, args.resolution, args.styles)
+    packed = synthetic_packed(args.resolution, styles)
+    model = create_model(name, resolution=args.resolution, num_domains=styles)
+    cfg = TrainConfig(model=name, dataset="synthetic", resolution=args.resolution,
+                      steps=10**9, checkpoint_every=0, sample_every=0, eval_every=0)
+    run_cfg = resolve_config(cfg, model.train_defaults)  # what the loop will run with
+    r1_interval = int(run_cfg.r1_interval) if run_cfg.r1_gamma > 0 else 1
+    regs = [("R1" if r1_interval == 1 else f"R1/{r1_interval}") if run_cfg.r1_gamma > 0 else "",
+            "GP" if run_cfg.gp_weight > 0 else ""]
+    row: dict[str, Any] = {
+        "model": name, "family": model.family, "styles": styles,
+        "batch": run_cfg.batch_size, "n_critic": run_cfg.n_critic,
+        "params_inference_M": sum(_params(getattr(model, m)) for m in model.inference_modules),
+        "params_all_M": _params(model),
+        "regularisers": "+".join(r for r in regs if r),
+    }
+    del model
+    probe = Probe(args.warmup, args.seconds, flop_steps=2 if r1_interval > 1 else 1)
+    error = None
+    with tempfile.TemporaryDirectory(prefix="train-throughput-") as tmp:
+        try:
+            result = train(cfg, packed=packed, run_dir=Path(tmp) / "run", should_stop=probe)
+            # images per step is the trainer's own count (batch x n_critic, 2 x batch, ...)
+            _, state = load_checkpoint(result.checkpoint)
+            row["img_per_step"] = state["images_seen"] / max(1, int(state["step"]))
+        except (PolychromeError, RuntimeError) as e:
+            error = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+            log.warning("%s: %s", name, error)
+        finally:
+            probe.close()
+    if probe.timed is None or "img_per_step" not in row:
+        row["error"] = error or "the run ended before the timed window"
+        return row
+    steps, wall, cpu = probe.timed
+    imgs = steps * row["img_per_step"]
+    row.update(steps=steps, seconds=wall, cpu_seconds=cpu, img_s=imgs / wall,
+               img_per_cpu_s=imgs / max(cpu, 1e-9))
+    flops = mean_step_flops(probe.step_flops, run_cfg.n_critic, r1_interval)
+    if flops is not None:
+        row["gflop_per_img"] = flops / row["img_per_step"] / 1e9
+        row["gflop_s"] = row["gflop_per_img"] * row["img_s"]
+    row["generate_img_s"] = generate_speed(name, args.resolution, styles, run_cfg.batch_size)
+    return row
+
+
+# -- the matmul peak ---------------------------------------------------------------------------
+def matmul_peak(n: int = 2048, reps: int = 5, inner: int = 3) -> float:
+    """Best fp32 GFLOP/s of `inner` back-to-back (n, n) @ (n, n) products, over `reps` tries."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=g)
+    b = torch.randn(n, n, generator=g)
+    out = torch.empty(n, n)
+    torch.matmul(a, b, out=out)  # warm-up
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            torch.matmul(a, b, out=out)
+        best = min(best, (time.perf_counter() - t0) / inner)
+    return 2 * n**3 / best / 1e9
+
+
+# -- output ------------------------------------------------------------------------------------
+def _fmt(v: Any, spec: str) -> str:
+    return "—" if v is None else format(v, spec)
+
+
+def markdown_table(rows: list[dict[str, Any]], peak: float) -> str:
+    head = ("| model | family | batch | img/step | params M (infer / all) | reg. | "
+            "train img/s | img per CPU-s | CPU/wall | GFLOP/img | GFLOP/s | % of peak | "
+            "generate img/s |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['family']} | error: {r['error']} |")
+            continue
+        gflop = r.get("gflop_per_img")
+        lines.append(
+            f"| {r['model']} | {r['family']} | {r['batch']} | {r['img_per_step']:g} | "
+            f"{r['params_inference_M']:.2f} / {r['params_all_M']:.2f} | "
+            f"{r['regularisers'] or '—'} | {r['img_s']:.1f} | {r['img_per_cpu_s']:.1f} | "
+            f"{r['cpu_seconds'] / r['seconds']:.2f} | {_fmt(gflop, '.3f')} | "
+            f"{_fmt(r.get('gflop_s'), '.1f')} | "
+            f"{_fmt(None if gflop is None else 100 * r['gflop_s'] / peak, '.1f')} | "
+            f"{_fmt(r.get('generate_img_s'), '.0f')} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="", help="comma-separated subset (default: all registered)")
+    ap.add_argument("--seconds", type=float, default=10.0, help="timed window per model")
+    ap.add_argument("--warmup", type=int, default=1,
+                    help="untimed steps before the window (after the FLOP-counted ones)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--resolution", type=int, default=32)
+    ap.add_argument("--styles", type=int, default=4, help="styles in the synthetic data")
+    ap.add_argument("--matmul-size", type=int, default=2048)
+    ap.add_argument("-v", "--verbose", action="store_true", help="the loop's logs on stderr")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    names = [m.strip() for m in args.models.split(",") if m.strip()] or list_models()
+    try:
+        for name in names:
+            get_model_class(name)
+    except PolychromeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    peak_before = matmul_peak(args.matmul_size)
+    rows = []
+    for name in names:
+        print(f"{name} ...", file=sys.stderr, flush=True)
+        rows.append(bench_model(name, args))
+    peak = max(peak_before, matmul_peak(args.matmul_size))
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{args.resolution} px, {os.cpu_count()} CPUs, load average {load:.1f} at the end")
+    print(f"fp32 matmul peak ({args.matmul_size}^2 @ {args.matmul_size}^2, best): "
+          f"{peak:.1f} GFLOP/s (before the models {peak_before:.1f})")
+    print()
+    print(markdown_table(rows, peak))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""`polychrome demo`: a showcase of the default models, written to a folder."""
+
+from __future__ import annotations
+
+import click
+
+from ..models.store import load_model
+from ..pipelines.showcase import write_showcase
+from .common import echo, emit_json, json_option
+from .main import app
+
+DEFAULT_TRANSLATOR = "emoji-stargan"
+DEFAULT_SAMPLER = "emoji-stylegan"
+
+
+@app.command("demo")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default="demo-out",
+              show_default=True, help="Folder to write the showcase into.")
+@click.option("--translator", default=DEFAULT_TRANSLATOR, show_default=True,
+              help="Translation model (name, name:version or path).")
+@click.option("--sampler", default=DEFAULT_SAMPLER, show_default=True,
+              help="Noise → image model (name, name:version or path).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@json_option
+def demo(out_dir: str, translator: str, sampler: str, seed: int, as_json: bool) -> None:
+    """Write a showcase of the default models: samples per style, a restyle grid,
+    blend strips and an interpolation GIF. Works offline on a fresh install."""
+    result = write_showcase(out_dir, translator=load_model(translator),
+                            sampler=load_model(sampler), seed=seed)
+    if as_json:
+        emit_json(result)
+        return
+    for f in result["files"]:
+        echo(f"wrote {f}")

@@ -1,0 +1,138 @@
+"""`polychrome serve` (REST API + job workers) and `polychrome worker` (jobs only)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import click
+
+from ..errors import ConfigError
+from ..settings import get_settings
+from .common import emit_json, json_option
+from .main import app
+
+log = logging.getLogger("polychrome.serve")
+
+
+class WorkerSupervisor:
+    """Keeps N `polychrome worker` processes alive; a dead one is started again.
+
+    A restarted worker finds the job its predecessor held (the lease of a dead
+    pid is reclaimed at once on the same host) and resumes it from its checkpoint.
+    """
+
+    def __init__(self, n: int, verbose: bool = False):
+        self.n = n
+        self.verbose = verbose
+        self.procs: list[subprocess.Popen | None] = [None] * n
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="worker-supervisor", daemon=True)
+
+    def _spawn(self, i: int) -> None:
+        cmd = [sys.executable, "-m", "polychrome"]
+        if self.verbose:
+            cmd.append("-v")
+        cmd.append("worker")
+        # Own process group: Ctrl-C in the terminal reaches `serve`, which then stops
+        # the workers gracefully (checkpoint first) instead of killing them mid-step.
+        self.procs[i] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True)
+        log.info("started job worker %d (pid %d)", i, self.procs[i].pid)
+
+    def start(self) -> None:
+        for i in range(self.n):
+            self._spawn(i)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(1.0):
+            for i, p in enumerate(self.procs):
+                if p is not None and p.poll() is not None and not self._stop.is_set():
+                    log.warning("job worker %d (pid %d) exited with %s; restarting it",
+                                i, p.pid, p.returncode)
+                    self._spawn(i)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        self._stop.set()
+        for p in self.procs:
+            if p is not None and p.poll() is None:
+                p.terminate()  # graceful: the job checkpoints and goes back to the queue
+        deadline = time.monotonic() + timeout
+        for p in self.procs:
+            if p is None:
+                continue
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("job worker pid %d did not stop in time; killing it", p.pid)
+                p.kill()
+                p.wait()
+
+
+@app.command("serve")
+@click.option("--host", default=None, help="Address to bind (default 127.0.0.1: loopback only).")
+@click.option("--port", type=int, default=None, help="Port (default 8765).")
+@click.option("--workers", type=click.IntRange(0, 64), default=None,
+              help="Job worker processes to run beside the API (default 1; 0 = none).")
+@click.option("--no-batching", is_flag=True, help="Serve each generate request on its own.")
+@click.pass_context
+def serve_cmd(ctx: click.Context, host: str | None, port: int | None, workers: int | None,
+              no_batching: bool) -> None:
+    """Run the REST API (OpenAPI at /openapi.json, docs at /docs) and job workers."""
+    import uvicorn
+
+    from ..serving.app import create_app
+
+    settings = get_settings()
+    host = host or settings.host
+    port = settings.port if port is None else port
+    n_workers = settings.workers if workers is None else workers
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"port must be in 0..65535, got {port}")
+    if host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key_set:
+        log.warning("binding to %s without API keys: anyone who can reach it can use it "
+                    "(set POLYCHROME_API_KEYS)", host)
+    verbose = bool(ctx.find_root().params.get("verbose"))
+    if settings.inference_threads > 0:
+        import torch
+
+        torch.set_num_threads(settings.inference_threads)
+    api = create_app(settings, batching=False if no_batching else None)
+    supervisor = WorkerSupervisor(n_workers, verbose=verbose)
+    # uvicorn re-raises SIGTERM once it has shut down; with this handler that becomes
+    # SystemExit, so the `finally` below still stops the workers gracefully.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    supervisor.start()
+    try:
+        uvicorn.run(api, host=host, port=port, log_level="debug" if verbose else "info",
+                    access_log=verbose, timeout_graceful_shutdown=10)
+    finally:
+        supervisor.stop()
+
+
+@app.command("worker")
+@click.option("--max-jobs", type=click.IntRange(1), default=None,
+              help="Exit after this many jobs (default: run until stopped).")
+@click.option("--idle-exit", type=float, default=None,
+              help="Exit after this many seconds without work.")
+@json_option
+def worker_cmd(max_jobs: int | None, idle_exit: float | None, as_json: bool) -> None:
+    """Run queued jobs (import / train / eval) until stopped; SIGTERM checkpoints first."""
+    # Import the job code now, not when the first job arrives (seconds on a busy machine).
+    from ..data import store as _data_store  # noqa: F401
+    from ..serving.jobs.worker import Worker
+    from ..training import train as _train  # noqa: F401
+
+    w = Worker()
+    w.install_signal_handlers()
+    log.info("worker pid %d, home %s", os.getpid(), get_settings().home)
+    done = w.run(max_jobs=max_jobs, idle_exit_s=idle_exit)
+    if as_json:
+        emit_json({"worker": w.id, "jobs": done})
+    else:
+        click.echo(f"worker {w.id}: ran {done} job(s)", err=True)

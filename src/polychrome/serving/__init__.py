@@ -1,0 +1,1 @@
+"""The REST API service (`polychrome serve`) and its job workers (`polychrome worker`)."""

@@ -1,0 +1,288 @@
+"""Job rows: create, read, cancel, and the lease protocol workers use to run them.
+
+A worker may run a job only while it holds the lease: it gets it with one atomic
+UPDATE (`claim`) that succeeds only if the job is queued or its previous lease
+expired, and keeps it with heartbeats. A killed worker stops renewing; once the
+lease expires (or, on the same host, as soon as its pid is gone) any worker
+returns the job to the queue (`reclaim_stale`). So no job is lost and no job
+runs in two places at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from ...db import Job, WorkerBeat, session_scope, utcnow
+from ...errors import NotFound
+from ..errors import JobStateError, QueueFull
+
+log = logging.getLogger(__name__)
+
+STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
+KINDS = ("import", "train", "eval")
+MAX_ATTEMPTS = 5  # claims of one job before a lost worker fails it for good
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def job_to_dict(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "state": job.state,
+        "params": job.params or {},
+        "created": job.created.isoformat() + "Z" if job.created else None,
+        "started": job.started.isoformat() + "Z" if job.started else None,
+        "finished": job.finished.isoformat() + "Z" if job.finished else None,
+        "progress": float(job.progress or 0.0),
+        "step": int(job.step or 0),
+        "total": int(job.total or 0),
+        "eta_seconds": job.eta_seconds,
+        "metrics": job.metrics or {},
+        "error": job.error,
+        "result": job.result,
+        "run_dir": job.run_dir,
+        "cancel_requested": bool(job.cancel_requested),
+        "attempts": int(job.attempts or 0),
+        "webhook": job.webhook,
+        "webhook_status": job.webhook_status,
+    }
+
+
+# -- API side ------------------------------------------------------------------------
+def create_job(kind: str, params: dict[str, Any], *, queue_max: int, webhook: str | None = None,
+               run_dir: str | None = None, job_id: str | None = None) -> dict[str, Any]:
+    """Insert a queued job (refusing beyond `queue_max` queued jobs) and return it."""
+    with session_scope() as s:
+        queued = s.scalar(select(func.count()).select_from(Job).where(Job.state == "queued"))
+        if queued >= queue_max:
+            raise QueueFull(f"the job queue is full ({queued} queued, limit {queue_max}); "
+                            "try again later")
+        job = Job(id=job_id or uuid.uuid4().hex, kind=kind, state="queued", params=params,
+                  webhook=webhook, run_dir=run_dir, metrics={})
+        s.add(job)
+        s.flush()
+        return job_to_dict(job)
+
+
+def get_job(job_id: str) -> dict[str, Any]:
+    with session_scope() as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id!r}")
+        return job_to_dict(job)
+
+
+def list_jobs(*, state: str | None = None, kind: str | None = None, limit: int = 50,
+              offset: int = 0) -> list[dict[str, Any]]:
+    with session_scope() as s:
+        q = select(Job).order_by(Job.created.desc(), Job.id.desc())
+        if state:
+            q = q.where(Job.state == state)
+        if kind:
+            q = q.where(Job.kind == kind)
+        return [job_to_dict(j) for j in s.scalars(q.limit(limit).offset(offset))]
+
+
+def count_by_state() -> dict[str, int]:
+    with session_scope() as s:
+        rows = s.execute(select(Job.state, func.count()).group_by(Job.state)).all()
+    counts = dict.fromkeys(STATES, 0)
+    counts.update({state: n for state, n in rows})
+    return counts
+
+
+def request_cancel(job_id: str) -> dict[str, Any]:
+    """Cancel a queued job at once; ask a running one to stop (its worker checkpoints)."""
+    now = utcnow()
+    with session_scope() as s:
+        res = s.execute(update(Job).where(Job.id == job_id, Job.state == "queued").values(
+            state="cancelled", finished=now, updated=now, cancel_requested=1,
+            error={"code": "cancelled", "message": "cancelled before it started"}))
+        if res.rowcount == 0:
+            res = s.execute(update(Job).where(Job.id == job_id, Job.state == "running")
+                            .values(cancel_requested=1, updated=now))
+        if res.rowcount == 0:
+            job = s.get(Job, job_id)
+            if job is None:
+                raise NotFound(f"no job {job_id!r}")
+            raise JobStateError(f"job {job_id} is already {job.state}")
+    return get_job(job_id)
+
+
+# -- worker side ---------------------------------------------------------------------
+def claim(job_id: str, owner: str, lease_s: float) -> bool:
+    """Atomically take the job if it is queued or its lease has expired."""
+    now = time.time()
+    with session_scope() as s:
+        res = s.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .where((Job.state == "queued")
+                   | ((Job.state == "running") & (Job.lease_expires < now)))
+            .values(state="running", lease_owner=owner, lease_expires=now + lease_s,
+                    attempts=Job.attempts + 1, started=func.coalesce(Job.started, utcnow()),
+                    updated=utcnow())
+        )
+        return res.rowcount == 1
+
+
+def renew(job_id: str, owner: str, lease_s: float) -> tuple[bool, bool]:
+    """Extend the lease; returns (still ours, cancel requested)."""
+    with session_scope() as s:
+        res = s.execute(update(Job).where(Job.id == job_id, Job.lease_owner == owner,
+                                          Job.state == "running")
+                        .values(lease_expires=time.time() + lease_s))
+        if res.rowcount == 0:
+            return False, False
+        cancel = s.scalar(select(Job.cancel_requested).where(Job.id == job_id))
+        return True, bool(cancel)
+
+
+def save_progress(job_id: str, owner: str, **values: Any) -> bool:
+    """Write progress fields (step, total, progress, eta_seconds, metrics, run_dir)."""
+    with session_scope() as s:
+        res = s.execute(update(Job).where(Job.id == job_id, Job.lease_owner == owner)
+                        .values(updated=utcnow(), **values))
+        return res.rowcount == 1
+
+
+def finish(job_id: str, owner: str, state: str, *, result: dict | None = None,
+           error: dict | None = None) -> bool:
+    assert state in FINAL_STATES
+    values: dict[str, Any] = {"state": state, "finished": utcnow(), "updated": utcnow(),
+                              "lease_owner": None, "lease_expires": None,
+                              "result": result, "error": error}
+    if state == "succeeded":
+        values["progress"] = 1.0
+        values["eta_seconds"] = 0.0
+    with session_scope() as s:
+        res = s.execute(update(Job).where(Job.id == job_id, Job.lease_owner == owner)
+                        .values(**values))
+        return res.rowcount == 1
+
+
+def release(job_id: str, owner: str) -> bool:
+    """Give a job back to the queue (graceful shutdown mid-job): it will resume."""
+    with session_scope() as s:
+        res = s.execute(update(Job).where(Job.id == job_id, Job.lease_owner == owner,
+                                          Job.state == "running")
+                        .values(state="queued", lease_owner=None, lease_expires=None,
+                                updated=utcnow()))
+        return res.rowcount == 1
+
+
+def set_webhook_status(job_id: str, status: str) -> None:
+    with session_scope() as s:
+        s.execute(update(Job).where(Job.id == job_id).values(webhook_status=status[:256]))
+
+
+def _owner_dead_here(owner: str | None) -> bool:
+    """True only when the owner ran on this host and its process is gone (fast reclaim)."""
+    if not owner:
+        return True
+    parts = owner.split(":")
+    if len(parts) != 3 or parts[0] != socket.gethostname():
+        return False
+    try:
+        pid = int(parts[1])
+    except ValueError:
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def reclaim_stale(now: float | None = None, max_attempts: int = MAX_ATTEMPTS) -> list[str]:
+    """Return running jobs whose worker is gone to the queue; returns their ids.
+
+    The caller enqueues the returned ids. The conditional UPDATE makes the
+    reclaim happen once even when several workers sweep at the same moment. A
+    job that has lost its worker `max_attempts` times (say it kills every worker
+    that runs it) fails instead of circling forever.
+    """
+    now = time.time() if now is None else now
+    reclaimed: list[str] = []
+    with session_scope() as s:
+        rows = s.execute(select(Job.id, Job.lease_owner, Job.lease_expires, Job.attempts)
+                         .where(Job.state == "running")).all()
+    for job_id, owner, expires, attempts in rows:
+        if not ((expires is not None and expires < now) or _owner_dead_here(owner)):
+            continue
+        gave_up = (attempts or 0) >= max_attempts
+        values: dict[str, Any] = {"lease_owner": None, "lease_expires": None,
+                                  "updated": utcnow()}
+        if gave_up:
+            values.update(state="failed", finished=utcnow(), error={
+                "code": "worker_lost",
+                "message": f"the worker running this job died {attempts} times; giving up"})
+        else:
+            values["state"] = "queued"
+        with session_scope() as s:
+            res = s.execute(update(Job).where(Job.id == job_id, Job.state == "running",
+                                              Job.lease_owner == owner).values(**values))
+        if res.rowcount == 1 and not gave_up:
+            log.warning("job %s: worker %s is gone; returning the job to the queue",
+                        job_id, owner)
+            reclaimed.append(job_id)
+        elif res.rowcount == 1:
+            log.error("job %s: worker lost %d times; marked failed", job_id, attempts)
+    return reclaimed
+
+
+def queued_job_ids(older_than_s: float = 0.0) -> list[str]:
+    """Queued jobs, oldest first, untouched for at least `older_than_s` seconds."""
+    cutoff = utcnow() - dt.timedelta(seconds=older_than_s)
+    with session_scope() as s:
+        return list(s.scalars(select(Job.id).where(Job.state == "queued", Job.updated <= cutoff)
+                              .order_by(Job.created)))
+
+
+def touch(job_id: str) -> None:
+    with session_scope() as s:
+        s.execute(update(Job).where(Job.id == job_id).values(updated=utcnow()))
+
+
+# -- worker registry (for readiness) ----------------------------------------------------
+def beat(worker_id: str, job_id: str | None) -> None:
+    host, pid = worker_id.split(":")[0], int(worker_id.split(":")[1])
+    with session_scope() as s:
+        row = s.get(WorkerBeat, worker_id)
+        if row is None:
+            s.add(WorkerBeat(id=worker_id, host=host, pid=pid, last_seen=time.time(),
+                             job_id=job_id))
+        else:
+            row.last_seen = time.time()
+            row.job_id = job_id
+
+
+def forget_worker(worker_id: str) -> None:
+    with session_scope() as s:
+        row = s.get(WorkerBeat, worker_id)
+        if row is not None:
+            s.delete(row)
+
+
+def live_workers(max_age_s: float) -> list[dict[str, Any]]:
+    cutoff = time.time() - max_age_s
+    with session_scope() as s:
+        rows = s.scalars(select(WorkerBeat).where(WorkerBeat.last_seen >= cutoff)).all()
+        return [{"id": r.id, "host": r.host, "pid": r.pid, "job_id": r.job_id,
+                 "last_seen": r.last_seen} for r in rows]

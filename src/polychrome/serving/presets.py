@@ -1,0 +1,212 @@
+"""Training presets (quick / standard / quality) and an honest time estimate for this machine.
+
+A preset is a set of ordinary train-job fields (steps, resolution, batch size, a width
+scale for the architecture's default network); the page sends them to POST /api/jobs
+like any client would.
+
+The estimate is measured, not guessed: `estimate` trains the exact configuration for a
+few steps on the real dataset in a separate process (same environment, thread count
+and device as a job worker, so nothing in the web process is disturbed) and times the
+steps after the first. Total = setup (data cache, model build) + steps x seconds/step.
+Results are cached for a few minutes per configuration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import PolychromeError
+from ..settings import Settings
+
+log = logging.getLogger(__name__)
+
+PROBE_STEPS = 6  # the first step pays warm-up; the next ones are timed
+PROBE_MAX_S = 45.0  # a slow config stops measuring after this (the rate is known by then)
+PROBE_TIMEOUT_S = 180.0  # the whole subprocess, imports included
+CACHE_TTL_S = 600.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    label: str
+    description: str
+    steps: int
+    resolution: int
+    batch_size: int
+    width_factor: float  # times the architecture's default width
+
+
+PRESETS: dict[str, Preset] = {
+    "quick": Preset("Quick", "A first look: 32 px, a slim network, 500 steps. Blurry but "
+                    "recognisable styles.", 500, 32, 16, 0.5),
+    "standard": Preset("Standard", "32 px, the architecture's default network, 4,000 steps.",
+                       4000, 32, 32, 1.0),
+    "quality": Preset("Quality", "64 px, the default network, 20,000 steps. Hours on a CPU.",
+                      20000, 64, 32, 1.0),
+}
+
+
+def _default_width(arch: str) -> int | None:
+    from ..models.registry import get_model_class
+
+    cls = get_model_class(arch)  # unknown architecture -> ModelError (400)
+    for f in dataclasses.fields(cls.config_class):
+        if f.name == "width" and isinstance(f.default, int):
+            return f.default
+    return None
+
+
+def preset_job(arch: str, preset: str, *, steps: int | None = None,
+               resolution: int | None = None, batch_size: int | None = None) -> dict[str, Any]:
+    """The train-job fields of a preset for `arch` (explicit arguments win)."""
+    if preset not in PRESETS:
+        raise PolychromeError(f"unknown preset {preset!r}; choose {', '.join(PRESETS)}",
+                              code="bad_request")
+    p = PRESETS[preset]
+    steps = steps or p.steps
+    config: dict[str, Any] = {
+        "sample_every": max(1, steps // 10), "checkpoint_every": max(1, steps // 5),
+        "log_every": max(1, min(10, steps // 50)),
+    }
+    width = _default_width(arch)
+    if width is not None and p.width_factor != 1.0:
+        config["model_config"] = {"width": max(4, round(width * p.width_factor))}
+    return {"model": arch, "steps": steps, "resolution": resolution or p.resolution,
+            "batch_size": batch_size or p.batch_size, "config": config}
+
+
+def list_presets(arch: str) -> list[dict[str, Any]]:
+    out = []
+    for name, p in PRESETS.items():
+        job = preset_job(arch, name)
+        out.append({"name": name, "label": p.label, "description": p.description,
+                    "steps": p.steps, "resolution": p.resolution, "batch_size": p.batch_size,
+                    "width_factor": p.width_factor, "config": job["config"]})
+    return out
+
+
+# -- measurement -------------------------------------------------------------------------------
+def _train_config(job: dict[str, Any], dataset: str) -> dict[str, Any]:
+    cfg = {**job["config"], "model": job["model"], "dataset": dataset, "steps": job["steps"],
+           "resolution": job["resolution"], "batch_size": job["batch_size"]}
+    return cfg
+
+
+def probe(cfg: dict[str, Any], home: Path) -> dict[str, Any]:
+    """Train `cfg` for PROBE_STEPS steps in a throwaway run dir; time them (this process)."""
+    from ..training import TrainConfig, train
+
+    run_cfg = {**cfg, "steps": PROBE_STEPS, "sample_every": 0, "checkpoint_every": 0,
+               "eval_every": 0, "log_every": 1, "keep_last": 1, "name": None}
+    marks: list[tuple[int, float]] = []
+    t0 = time.monotonic()
+
+    def on_progress(step: int, _total: int, _logs: dict[str, float]) -> None:
+        if not marks or marks[-1][0] != step:
+            marks.append((step, time.monotonic()))
+
+    (home / "tmp").mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="estimate-", dir=home / "tmp") as d:
+        train(TrainConfig.from_dict(run_cfg), run_dir=Path(d) / "run", on_progress=on_progress,
+              should_stop=lambda: time.monotonic() - t0 > PROBE_MAX_S, tensorboard=False)
+    if not marks:
+        raise PolychromeError("the estimate run made no progress", code="estimate_failed")
+    if len(marks) >= 3:  # skip step 1 (warm-up: allocations, first-call overheads)
+        (s0, t_a), (s1, t_b) = marks[1], marks[-1]
+    else:
+        (s0, t_a), (s1, t_b) = (0, t0), marks[-1]
+    per_step = (t_b - t_a) / max(1, s1 - s0)
+    setup = max(0.0, marks[0][1] - t0 - per_step)
+    return {"seconds_per_step": per_step, "setup_seconds": setup, "probe_steps": s1 - s0}
+
+
+class Estimator:
+    """Runs probes one at a time in a subprocess and caches them per configuration."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
+
+    def estimate(self, settings: Settings, arch: str, dataset: str, preset: str, *,
+                 steps: int | None = None, resolution: int | None = None,
+                 batch_size: int | None = None) -> dict[str, Any]:
+        from ..data.store import resolve_dataset
+
+        resolve_dataset(dataset)  # unknown dataset -> 404 before anything runs
+        job = preset_job(arch, preset, steps=steps, resolution=resolution,
+                         batch_size=batch_size)
+        cfg = _train_config(job, dataset)
+        from ..training import TrainConfig
+
+        TrainConfig.from_dict(cfg)  # bad values -> ConfigError (400)
+        measured_cfg = {k: v for k, v in cfg.items() if k != "steps"}
+        key = json.dumps(measured_cfg, sort_keys=True)
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None and time.monotonic() - hit[0] < CACHE_TTL_S:
+                rate = hit[1]
+            else:
+                rate = self._run_probe(settings, cfg)
+                self._cache[key] = (time.monotonic(), rate)
+        total = rate["setup_seconds"] + job["steps"] * rate["seconds_per_step"]
+        return {"preset": preset, "model": arch, "dataset": dataset, "steps": job["steps"],
+                "resolution": job["resolution"], "batch_size": job["batch_size"],
+                **rate, "estimated_seconds": round(total, 1), "measured": True,
+                "basis": (f"measured just now: {rate['probe_steps']} training steps of this "
+                          f"exact configuration at {rate['seconds_per_step']:.3g} s/step, plus "
+                          f"{rate['setup_seconds']:.3g} s setup; sampling, checkpoints and "
+                          "other work on the machine add to it"),
+                "job": job}
+
+    def _run_probe(self, settings: Settings, cfg: dict[str, Any]) -> dict[str, Any]:
+        env = {**os.environ, "POLYCHROME_HOME": str(settings.home)}
+        t0 = time.monotonic()
+        try:
+            proc = subprocess.run([sys.executable, "-m", "polychrome.serving.presets"],
+                                  input=json.dumps(cfg), capture_output=True, text=True,
+                                  env=env, timeout=PROBE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise PolychromeError(f"measuring this configuration took longer than "
+                                  f"{PROBE_TIMEOUT_S:g} s", code="estimate_failed") from None
+        try:
+            out = json.loads(proc.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            log.warning("estimate probe failed: %s", proc.stderr[-2000:])
+            raise PolychromeError("measuring this configuration failed (see the server log)",
+                                  code="estimate_failed") from None
+        if "error" in out:
+            raise PolychromeError(out["error"]["message"], code=out["error"]["code"])
+        log.info("measured %s: %.3f s/step (probe took %.1f s)", cfg.get("model"),
+                 out["seconds_per_step"], time.monotonic() - t0)
+        return {"seconds_per_step": round(float(out["seconds_per_step"]), 4),
+                "setup_seconds": round(float(out["setup_seconds"]), 2),
+                "probe_steps": int(out["probe_steps"])}
+
+
+ESTIMATOR = Estimator()
+
+
+def _main() -> None:
+    """Subprocess entry: a config as JSON on stdin -> the probe's timing as JSON on stdout."""
+    from ..settings import get_settings
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    try:
+        result: dict[str, Any] = probe(json.loads(sys.stdin.read()), get_settings().home)
+    except PolychromeError as e:
+        result = {"error": {"code": e.code, "message": str(e)}}
+    sys.stdout.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    _main()

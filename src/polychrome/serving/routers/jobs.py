@@ -1,0 +1,213 @@
+"""Jobs: create (train / eval / import), list, show, cancel, live events, sample grids."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import re
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+
+from ...errors import ConfigError, NotFound
+from ...settings import Settings
+from ..deps import checked_ref, get_app_settings
+from ..jobs import store
+from ..jobs.queue import enqueue_job
+from ..jobs.runners import uploads_dir
+from ..schemas import EvalJobIn, ImportJobIn, JobIn, JobList, JobOut, TrainJobIn
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/api/jobs", tags=["jobs"])
+
+SAMPLE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.png\Z")
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+EVENT_POLL_S = 0.5
+KEEPALIVE_S = 15.0
+
+
+# -- validation before queueing: a bad request is a 4xx now, not a failed job later ----------
+def _train_params(body: TrainJobIn) -> dict[str, Any]:
+    from ...models.registry import get_model_class
+    from ...training.config import TrainConfig
+
+    get_model_class(body.model)  # unknown architecture -> ModelError (400)
+    from ...data.store import resolve_dataset
+
+    # NotFound (404) / bad name (400)
+    resolve_dataset(checked_ref(body.dataset, "dataset"), body.dataset_version)
+    if body.name is not None:
+        from ...models.store import validate_model_name
+
+        validate_model_name(body.name)
+    overrides = {k: v for k, v in {
+        "model": body.model, "dataset": body.dataset, "dataset_version": body.dataset_version,
+        "steps": body.steps, "batch_size": body.batch_size, "resolution": body.resolution,
+        "seed": body.seed, "name": body.name}.items() if v is not None}
+    reserved = sorted(set(body.config) & set(overrides))
+    if reserved:
+        raise ConfigError(f"set {', '.join(reserved)} as top-level fields, not in config")
+    cfg = {**body.config, **overrides}
+    TrainConfig.from_dict(cfg)  # unknown keys / bad values -> ConfigError (400)
+    return {"config": cfg}
+
+
+def _eval_params(body: EvalJobIn) -> dict[str, Any]:
+    from ...data.store import resolve_dataset
+    from ...models.store import resolve_model
+
+    resolve_model(checked_ref(body.model, "model"))
+    resolve_dataset(checked_ref(body.dataset, "dataset"))
+    return {"model": body.model, "dataset": body.dataset, "metrics": body.metrics, "n": body.n,
+            "extractor": body.extractor, "evaluator_steps": body.evaluator_steps}
+
+
+def _new_run_dir(settings: Settings, cfg: dict[str, Any], job_id: str) -> str:
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+    name = _SAFE.sub("_", f"{stamp}-{cfg['model']}-{cfg['dataset']}-{job_id[:8]}")
+    return str(settings.runs_dir / name)
+
+
+def _create(body: TrainJobIn | EvalJobIn | ImportJobIn, settings: Settings) -> dict[str, Any]:
+    job_id = uuid.uuid4().hex
+    run_dir = None
+    if isinstance(body, TrainJobIn):
+        params = _train_params(body)
+        run_dir = _new_run_dir(settings, params["config"], job_id)
+    elif isinstance(body, EvalJobIn):
+        params = _eval_params(body)
+    else:
+        from ...data.store import validate_name
+        from .datasets import stage_inbox_import
+
+        validate_name(body.name)
+        stage_inbox_import(job_id, body.path, settings)
+        params = {"name": body.name, "source": f"inbox:{body.path}"}
+    job = store.create_job(body.kind, params, queue_max=settings.queue_max,
+                           webhook=body.webhook, run_dir=run_dir, job_id=job_id)
+    enqueue_job(job_id)
+    return job
+
+
+@router.post("", status_code=202, response_model=JobOut,
+             responses={503: {"description": "Job queue full"}})
+def create_job(body: JobIn = Body(...),
+               settings: Settings = Depends(get_app_settings)) -> Any:
+    """Queue a job. train: model (architecture), dataset, steps, batch_size, resolution,
+    seed, name, config overrides; eval: model, dataset, metrics, n; import: name and a
+    path in the server inbox. Returns the job (202); follow it at /api/jobs/{id}."""
+    job = _create(body, settings)
+    return JSONResponse(job, status_code=202, headers={"Location": f"/api/jobs/{job['id']}"})
+
+
+@router.get("", response_model=JobList)
+def list_jobs(state: str | None = Query(None, pattern="^(queued|running|succeeded|failed|cancelled)$"),
+              kind: str | None = Query(None, pattern="^(train|eval|import)$"),
+              limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=10**9)) -> Any:
+    return {"items": store.list_jobs(state=state, kind=kind, limit=limit, offset=offset)}
+
+
+@router.get("/{job_id}", response_model=JobOut)
+def get_job(job_id: str) -> Any:
+    return store.get_job(job_id)
+
+
+@router.post("/{job_id}/cancel", status_code=202, response_model=JobOut,
+             responses={409: {"description": "Job already finished"}})
+def cancel_job(job_id: str) -> Any:
+    """A queued job is cancelled at once; a running one checkpoints and stops."""
+    job = store.request_cancel(job_id)
+    if job["state"] == "cancelled" and job["kind"] == "import":
+        shutil.rmtree(uploads_dir(job_id), ignore_errors=True)  # never going to run
+    return JSONResponse(job, status_code=202)
+
+
+# -- samples ---------------------------------------------------------------------------
+def _samples_dir(job: dict[str, Any]) -> Path | None:
+    return Path(job["run_dir"]) / "samples" if job.get("run_dir") else None
+
+
+def _sample_files(job: dict[str, Any]) -> list[str]:
+    d = _samples_dir(job)
+    if d is None or not d.is_dir():
+        return []
+    return sorted(p.name for p in d.iterdir() if SAMPLE_RE.match(p.name) and p.is_file())
+
+
+@router.get("/{job_id}/samples")
+def list_samples(job_id: str) -> dict[str, Any]:
+    job = store.get_job(job_id)
+    return {"items": [{"file": f, "url": f"/api/jobs/{job_id}/samples/{f}"}
+                      for f in _sample_files(job)]}
+
+
+@router.get("/{job_id}/samples/{file}", response_class=FileResponse,
+            responses={200: {"content": {"image/png": {}}}})
+def get_sample(job_id: str, file: str) -> Any:
+    """A sample grid the training run wrote (runs/<id>/samples/step-*.png)."""
+    job = store.get_job(job_id)
+    d = _samples_dir(job)
+    if d is None or not SAMPLE_RE.match(file) or not (d / file).is_file():
+        raise NotFound(f"job {job_id} has no sample {file!r}")
+    return FileResponse(d / file, media_type="image/png")
+
+
+# -- live events -------------------------------------------------------------------------
+def _sse(event: str, data: Any) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n".encode()
+
+
+def _progress_view(job: dict[str, Any]) -> dict[str, Any]:
+    return {k: job[k] for k in ("state", "step", "total", "progress", "eta_seconds", "metrics")}
+
+
+@router.get("/{job_id}/events", response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}}}})
+async def job_events(job_id: str, request: Request) -> StreamingResponse:
+    """Server-Sent Events: `state`, `progress` (with losses), `sample` (new grid URLs),
+    and a final `end` carrying the whole job."""
+    job = await asyncio.to_thread(store.get_job, job_id)  # 404 before the stream starts
+
+    async def stream() -> AsyncIterator[bytes]:
+        last_state = last_progress = None
+        seen: set[str] = set()
+        loop = asyncio.get_running_loop()
+        last_sent = loop.time()
+        current = job
+        while True:
+            out: list[bytes] = []
+            if current["state"] != last_state:
+                last_state = current["state"]
+                out.append(_sse("state", {"state": last_state}))
+            view = _progress_view(current)
+            if view != last_progress:
+                last_progress = view
+                out.append(_sse("progress", view))
+            for f in await asyncio.to_thread(_sample_files, current):
+                if f not in seen:
+                    seen.add(f)
+                    out.append(_sse("sample", {"file": f,
+                                               "url": f"/api/jobs/{job_id}/samples/{f}"}))
+            if current["state"] in store.FINAL_STATES:
+                out.append(_sse("end", current))
+                yield b"".join(out)
+                return
+            if not out and loop.time() - last_sent > KEEPALIVE_S:
+                out.append(b": keep-alive\n\n")  # proxies drop silent connections
+            if out:
+                last_sent = loop.time()
+                yield b"".join(out)
+            await asyncio.sleep(EVENT_POLL_S)
+            if await request.is_disconnected():
+                return
+            current = await asyncio.to_thread(store.get_job, job_id)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -1,0 +1,154 @@
+"""Live restyle sessions: upload a picture once, then render styles with the decoder only.
+
+POST /api/restyle/sessions encodes the picture's content once (see
+serving/style_sessions.py); /render takes a style or weights, strength and seed and
+runs only the mapping / style encoder and G.decode. Live previews pass save=false so
+a moving slider does not fill the gallery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import JSONResponse, Response
+
+from ..deps import ServiceState, get_state
+from ..errors import BadRequest
+from ..schemas import (
+    RenderIn,
+    StyleReferenceIn,
+    StyleReferenceOut,
+    StyleSessionIn,
+    StyleSessionOut,
+)
+from ..style_sessions import SessionStore, StyleSession
+from ..style_support import (
+    PNG_RESPONSES,
+    count_images,
+    form_schema,
+    keep_pictures,
+    loaded_model,
+    one_file,
+    picture,
+    png_response,
+    read_request,
+    style_text,
+)
+from .generate import _with_timeout, respond_with_images
+
+router = APIRouter(prefix="/api/restyle/sessions", tags=["style"])
+SessionId = Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+_STORE_LOCK = threading.Lock()
+
+
+def _sessions(request: Request) -> SessionStore:
+    """One session store per app (per web process), created on first use."""
+    with _STORE_LOCK:
+        store = getattr(request.app.state, "style_sessions", None)
+        if store is None:
+            store = request.app.state.style_sessions = SessionStore()
+        return store
+
+
+@router.post("", status_code=201, response_model=StyleSessionOut,
+             openapi_extra=form_schema(StyleSessionIn, {"image": "the picture to restyle"},
+                                       json_too=False))
+async def open_session(request: Request, state: ServiceState = Depends(get_state),
+                       sessions: SessionStore = Depends(_sessions)) -> Any:
+    """Upload a picture once: its content encoding is computed now and kept, so each
+    render of the session (a style, weights, strength) only runs the decoder."""
+    from ...pipelines.style import require_translation
+
+    body, files = await read_request(request, StyleSessionIn, files=("image",),
+                                     settings=state.settings)
+    image = one_file(files, "image", required=True, what="the picture to restyle")
+
+    async def work() -> StyleSession:
+        loaded = await loaded_model(state, body.model)
+
+        def run() -> StyleSession:
+            require_translation(loaded.model, "restyle")
+            src = picture(loaded.model, image, "image")
+            keep_pictures(src)
+            return sessions.open(loaded.key, loaded.model, src, state.device)
+
+        return await asyncio.to_thread(run)
+
+    session = await _with_timeout(work(), state.settings.generate_timeout_s)
+    return JSONResponse(session.describe(), status_code=201,
+                        headers={"Location": f"/api/restyle/sessions/{session.id}"})
+
+
+@router.get("/{session_id}", response_model=StyleSessionOut)
+def show_session(session_id: str = SessionId,
+                 sessions: SessionStore = Depends(_sessions)) -> Any:
+    return sessions.get(session_id).describe()
+
+
+@router.delete("/{session_id}", status_code=204, response_class=Response)
+def close_session(session_id: str = SessionId,
+                  sessions: SessionStore = Depends(_sessions)) -> Response:
+    sessions.close(session_id)
+    return Response(status_code=204)
+
+
+@router.post("/{session_id}/references", status_code=201, response_model=StyleReferenceOut,
+             openapi_extra=form_schema(StyleReferenceIn, {"reference": "a reference picture"},
+                                       json_too=False))
+async def add_reference(request: Request, session_id: str = SessionId,
+                        state: ServiceState = Depends(get_state),
+                        sessions: SessionStore = Depends(_sessions)) -> Any:
+    """Add a reference picture to a session; use the returned id as a style or weight key."""
+    session = sessions.get(session_id)
+    _, files = await read_request(request, StyleReferenceIn, files=("reference",),
+                                  settings=state.settings)
+    ref = one_file(files, "reference", required=True, what="a reference picture")
+
+    def run() -> dict[str, Any]:
+        pic = picture(session.restyler.model, ref, "reference")
+        keep_pictures(pic)
+        with session.lock:
+            rid = session.add_reference(pic)
+        return {"reference": rid, "sha256": pic.sha256, "label": pic.label}
+
+    out = await asyncio.to_thread(run)
+    return JSONResponse(out, status_code=201)
+
+
+@router.post("/{session_id}/render", response_class=Response, responses=PNG_RESPONSES)
+async def render_session(body: RenderIn, session_id: str = SessionId,
+                         state: ServiceState = Depends(get_state),
+                         sessions: SessionStore = Depends(_sessions)) -> Any:
+    """Render the session's picture in a style or a blend (weights): decoder only."""
+    session = sessions.get(session_id)
+    if (body.style is None) == (body.weights is None):
+        raise BadRequest("give either `style` or `weights`", code="missing_style")
+
+    def run() -> Any:
+        model = session.restyler.model
+
+        def spec(text: str) -> Any:
+            return session.style_spec(text) if text.startswith("ref:") \
+                else style_text(model, text)
+
+        if body.weights is not None:
+            if not body.weights:
+                raise BadRequest("weights is empty: give at least one style", code="bad_weight")
+            pairs: Any = [(spec(k), w) for k, w in body.weights.items()]
+        else:
+            pairs = [(spec(body.style), 1.0)]
+        ref_style = style_text(model, body.reference_style) if body.reference_style else None
+        with session.lock:
+            return session.restyler.render(pairs, strength=body.strength, seed=body.seed,
+                                           pixel_blend=body.pixel_blend,
+                                           reference_style=ref_style,
+                                           op="mix" if len(pairs) > 1 else "restyle")
+
+    image = await _with_timeout(asyncio.to_thread(run), state.settings.generate_timeout_s)
+    count_images(state, [image])
+    if body.save:
+        return await respond_with_images([image], single_png=True)
+    return png_response(image.array, image.metadata, {"X-Polychrome-Session": session.id})

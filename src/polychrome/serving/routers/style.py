@@ -1,0 +1,261 @@
+"""Style routes: restyle, mix, interpolate, regenerate from the gallery (sessions: sessions.py).
+
+Every route parses its inputs, resolves a warm model through the pipeline cache and
+calls polychrome.pipelines.style / animate -- the same functions as the CLI -- under
+the generation timeout. Every uploaded picture goes through the one safe decoder
+(via `load_picture`); every PNG carries its metadata and, unless a live preview asks
+otherwise, is recorded in the gallery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import Response
+
+from ...errors import PolychromeError
+from .. import gallery
+from ..deps import ServiceState, get_state
+from ..errors import BadRequest
+from ..schemas import GenerateOut, InterpolateIn, MixIn, RestyleIn
+from ..style_support import (
+    PNG_RESPONSES,
+    count_images,
+    form_schema,
+    keep_pictures,
+    kept_picture,
+    loaded_model,
+    model_for_style,
+    new_seed,
+    one_file,
+    picture,
+    png_response,
+    read_request,
+    style_text,
+)
+from .generate import _with_timeout, respond_with_images
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/api", tags=["style"])
+
+
+# -- restyle -----------------------------------------------------------------------------------
+@router.post("/restyle", response_model=GenerateOut, responses=PNG_RESPONSES,
+             openapi_extra=form_schema(RestyleIn, {
+                 "image": "the picture to restyle", "reference": "a reference picture whose "
+                 "style to take (instead of `style`)"}, json_too=False))
+async def restyle_route(request: Request, state: ServiceState = Depends(get_state)) -> Any:
+    """Restyle an uploaded picture into a style or a reference picture's style.
+
+    One result answers image/png; `variations` > 1 answers JSON with gallery URLs.
+    """
+    from ...pipelines.style import Restyler, require_translation, restyle
+
+    body, files = await read_request(request, RestyleIn, files=("image", "reference"),
+                                     settings=state.settings)
+    image = one_file(files, "image", required=True, what="the picture to restyle")
+    ref = one_file(files, "reference", required=False, what="a reference picture")
+    if body.style is None and ref is None:
+        raise BadRequest("give a target `style` or upload a `reference` picture",
+                         code="missing_style")
+    if body.variations > state.settings.generate_max_n:
+        raise BadRequest(f"variations must be at most {state.settings.generate_max_n} "
+                         "(generate_max_n)")
+    seed = new_seed(body.seed)
+
+    async def work() -> list[Any]:
+        loaded = await loaded_model(state, body.model)
+
+        def run() -> list[Any]:
+            model = loaded.model
+            require_translation(model, "restyle")
+            target = style_text(model, body.style) if body.style else None
+            ref_style = style_text(model, body.reference_style) if body.reference_style \
+                else None
+            src = picture(model, image, "image")
+            ref_pic = picture(model, ref, "reference") if ref is not None else None
+            keep_pictures(src, ref_pic)
+            if ref_pic is not None:  # with a reference, `style` names the reference's style
+                target = ref_style or target
+            return restyle(model, [src], style=target, reference=ref_pic,
+                           strength=body.strength, seed=seed, variations=body.variations,
+                           pixel_blend=body.pixel_blend, device=state.device,
+                           restyler=Restyler(model, device=state.device))
+
+        return await asyncio.to_thread(run)
+
+    images = await _with_timeout(work(), state.settings.generate_timeout_s)
+    count_images(state, images)
+    return await respond_with_images(images, single_png=True)
+
+
+# -- mix ---------------------------------------------------------------------------------------
+@router.post("/mix", response_class=Response, responses=PNG_RESPONSES,
+             openapi_extra=form_schema(MixIn, {
+                 "image": "translation models: the picture to restyle",
+                 "reference": "reference pictures (repeat the field), weighted by "
+                 "reference_weights"}, json_too=True))
+async def mix_route(request: Request, state: ServiceState = Depends(get_state)) -> Any:
+    """A blend of styles (and reference pictures) with weights -> one PNG.
+
+    Noise models generate; translation models restyle the uploaded `image`.
+    """
+    from ...pipelines.style import Restyler, mix
+
+    body, files = await read_request(request, MixIn, files=("image", "reference"),
+                                     json_fields=("weights", "reference_weights"),
+                                     list_fields=("reference_weights",),
+                                     settings=state.settings)
+    if len(body.reference_weights) == 1 and isinstance(body.reference_weights[0], list):
+        body.reference_weights = body.reference_weights[0]  # one JSON list in a form field
+    image = one_file(files, "image", required=False, what="the picture to restyle")
+    refs = files.get("reference", [])
+    if len(refs) > 8:
+        raise BadRequest(f"at most 8 reference pictures, got {len(refs)}")
+    if body.reference_weights and len(body.reference_weights) != len(refs):
+        raise BadRequest(f"{len(body.reference_weights)} reference_weights for {len(refs)} "
+                         "reference picture(s): give one weight per picture", code="bad_weight")
+    if not body.weights and not refs:
+        raise BadRequest('give weights over styles, e.g. {"ink": 0.7, "neon": 0.3}, and/or '
+                         "reference pictures", code="missing_style")
+    seed = new_seed(body.seed)
+
+    async def work() -> Any:
+        loaded = await loaded_model(state, body.model)
+
+        def run() -> Any:
+            with model_for_style(loaded) as model:
+                return _mix(model)
+
+        def _mix(model: Any) -> Any:
+            pairs: list[tuple[Any, float]] = [(style_text(model, k), w)
+                                              for k, w in body.weights.items()]
+            ref_pics = [picture(model, r, "reference") for r in refs]
+            weights = body.reference_weights or [1.0] * len(ref_pics)
+            pairs += list(zip(ref_pics, weights, strict=True))
+            src = picture(model, image, "image") if image is not None else None
+            keep_pictures(src, *ref_pics)
+            ref_style = style_text(model, body.reference_style) if body.reference_style \
+                else None
+            r = Restyler(model, device=state.device)
+            if ref_style is not None:
+                if src is not None:
+                    r.set_image(src)
+                recipe = r.build(pairs, op="mix", seed=seed, strength=body.strength,
+                                 pixel_blend=body.pixel_blend, reference_style=ref_style,
+                                 crossover=body.crossover)
+                return r.run(recipe)
+            return mix(model, pairs, source=src, seed=seed, crossover=body.crossover,
+                       strength=body.strength, pixel_blend=body.pixel_blend,
+                       device=state.device, restyler=r)
+
+        return await asyncio.to_thread(run)
+
+    image_out = await _with_timeout(work(), state.settings.generate_timeout_s)
+    count_images(state, [image_out])
+    if not body.save:
+        return png_response(image_out.array, image_out.metadata)
+    return await respond_with_images([image_out], single_png=True)
+
+
+# -- interpolate -------------------------------------------------------------------------------
+@router.post("/interpolate", response_class=Response,
+             responses={200: {"content": {"image/gif": {}}, "description": "an animated GIF; "
+                              "its comment holds the endpoints' recipe"},
+                        404: {"description": "Unknown model"}, 504: {"description": "Timed out"}},
+             openapi_extra=form_schema(InterpolateIn, {
+                 "image": "translation models: the picture to restyle",
+                 "from_reference": "start at this picture's style",
+                 "to_reference": "end at this picture's style"}, json_too=True))
+async def interpolate_route(request: Request, state: ServiceState = Depends(get_state)) -> Any:
+    """Frames from one style (or seed, or reference) to another, as an animated GIF."""
+    from ...pipelines.animate import interpolate, write_animation
+    from ...pipelines.style import Restyler
+
+    body, files = await read_request(request, InterpolateIn,
+                                     files=("image", "from_reference", "to_reference"),
+                                     settings=state.settings)
+    image = one_file(files, "image", required=False, what="the picture to restyle")
+    ends = [one_file(files, f"{k}_reference", required=False, what="a reference picture")
+            for k in ("from", "to")]
+    for text, ref, k in ((body.from_, ends[0], "from"), (body.to, ends[1], "to")):
+        if (text is None) == (ref is None):
+            raise BadRequest(f"give exactly one of `{k}` (a style) or `{k}_reference` "
+                             "(a picture)", code="missing_style")
+
+    async def work() -> bytes:
+        loaded = await loaded_model(state, body.model)
+
+        def run() -> bytes:
+            with model_for_style(loaded) as model:
+                return _animate(model)
+
+        def _animate(model: Any) -> bytes:
+            a = style_text(model, body.from_) if body.from_ else picture(model, ends[0], "from")
+            b = style_text(model, body.to) if body.to else picture(model, ends[1], "to")
+            pin = style_text(model, body.style) if body.style else None
+            src = picture(model, image, "image") if image is not None else None
+            keep_pictures(src, *(p for p in (a, b) if not isinstance(p, str)))
+            frames = interpolate(model, a, b, source=src, frames=body.frames, seed=body.seed,
+                                 style=pin, pingpong=body.pingpong, device=state.device,
+                                 restyler=Restyler(model, device=state.device))
+            tmp = state.settings.tmp_dir / f"interp-{uuid.uuid4().hex}.gif"
+            try:
+                write_animation(frames, tmp, fps=body.fps, scale=body.scale)
+                return tmp.read_bytes()
+            finally:
+                tmp.unlink(missing_ok=True)
+
+        return await asyncio.to_thread(run)
+
+    gif = await _with_timeout(work(), state.settings.generate_timeout_s)
+    return Response(gif, media_type="image/gif",
+                    headers={"X-Polychrome-Frames": str(body.frames),
+                             "Content-Disposition": 'inline; filename="interpolation.gif"'})
+
+
+# -- regenerate from the gallery -------------------------------------------------------------
+@router.post("/images/{image_id}/regenerate", response_class=Response, responses=PNG_RESPONSES)
+async def regenerate_image(image_id: int = Path(ge=1, le=2**62),
+                           state: ServiceState = Depends(get_state)) -> Any:
+    """Make a gallery image again from its metadata (same model version, seed, recipe).
+
+    X-Polychrome-Identical says whether the pixels equal the stored image's.
+    """
+    from ...imageio import decode_image
+    from ...pipelines.generate import regenerate
+    from ...pipelines.style import regenerate_style
+
+    info = await asyncio.to_thread(gallery.get_image, image_id)
+    meta: dict[str, str] = dict(info["metadata"])
+    if not meta.get("model"):
+        raise PolychromeError(f"image {image_id} has no model in its metadata",
+                              code="bad_metadata")
+    spec = f"{meta['model']}:{meta['version']}" if meta.get("version") else meta["model"]
+
+    async def work() -> Any:
+        loaded = await loaded_model(state, spec)
+
+        def run() -> Any:
+            if "recipe" not in meta:
+                return regenerate(meta, model=loaded.model, device=state.device)
+            source = kept_picture(meta["source_sha256"]) if meta.get("source_sha256") else None
+            refs = [kept_picture(s) for s in meta.get("reference_sha256s", "").split(",") if s]
+            with model_for_style(loaded) as model:
+                return regenerate_style(meta, source, refs, model=model, device=state.device)
+
+        return await asyncio.to_thread(run)
+
+    image = await _with_timeout(work(), state.settings.generate_timeout_s)
+    original = await asyncio.to_thread(lambda: decode_image(gallery.image_path(image_id)))
+    same = original.shape == image.array.shape and bool(np.array_equal(original, image.array))
+    count_images(state, [image])
+    response = await respond_with_images([image], single_png=True)
+    response.headers["X-Polychrome-Identical"] = "true" if same else "false"
+    response.headers["X-Polychrome-Regenerated-From"] = str(image_id)
+    return response

@@ -1,0 +1,249 @@
+"""Request and response bodies of the REST API, in one place."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Name = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx answer: {"error": {"code", "message"}}."""
+
+    error: ErrorDetail
+
+
+class _Strict(BaseModel):
+    # Unknown fields are refused: a misspelt option should not be silently ignored.
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- jobs ------------------------------------------------------------------------------
+class TrainJobIn(_Strict):
+    kind: Literal["train"]
+    model: Name = Field(description="architecture from the model registry, e.g. 'dcgan'")
+    dataset: Name
+    dataset_version: int | None = Field(None, ge=1, le=10**9)
+    steps: int | None = Field(None, ge=1, le=10_000_000)
+    batch_size: int | None = Field(None, ge=1, le=4096)
+    resolution: int | None = Field(None, ge=8, le=1024)
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    name: str | None = Field(None, min_length=1, max_length=64,
+                             description="model-store name for the result")
+    config: dict[str, Any] = Field(default_factory=dict,
+                                   description="run-config overrides (TrainConfig keys)")
+    webhook: str | None = Field(None, max_length=2048, pattern=r"^https?://",
+                                description="POSTed a JSON summary when the job ends")
+
+
+class EvalJobIn(_Strict):
+    kind: Literal["eval"]
+    model: Name = Field(description="registered model: name or name:version")
+    dataset: Name
+    metrics: list[Literal["fid", "kid", "pr"]] | None = Field(None, max_length=3)
+    n: int | None = Field(None, ge=1, le=100_000, description="generated samples")
+    extractor: Literal["offline", "inception"] | None = None
+    evaluator_steps: int | None = Field(None, ge=1, le=100_000,
+                                        description="if the offline evaluator must be trained")
+    webhook: str | None = Field(None, max_length=2048, pattern=r"^https?://")
+
+
+class ImportJobIn(_Strict):
+    kind: Literal["import"]
+    name: Name
+    path: str = Field(min_length=1, max_length=1024,
+                      description="folder or archive inside $POLYCHROME_HOME/inbox "
+                                  "(upload files with POST /api/datasets instead)")
+    webhook: str | None = Field(None, max_length=2048, pattern=r"^https?://")
+
+
+JobIn = Annotated[TrainJobIn | EvalJobIn | ImportJobIn, Field(discriminator="kind")]
+
+
+class JobOut(BaseModel):
+    id: str
+    kind: str
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    params: dict[str, Any]
+    created: str | None
+    started: str | None
+    finished: str | None
+    progress: float = Field(description="0..1")
+    step: int
+    total: int
+    eta_seconds: float | None
+    metrics: dict[str, Any] = Field(description="last logged values (losses, ...)")
+    error: ErrorDetail | None
+    result: dict[str, Any] | None
+    run_dir: str | None
+    cancel_requested: bool
+    attempts: int
+    webhook: str | None
+    webhook_status: str | None
+
+
+class JobList(BaseModel):
+    items: list[JobOut]
+
+
+# -- generation ------------------------------------------------------------------------
+class GenerateIn(_Strict):
+    model: Name = Field(description="registered model: name or name:version")
+    n: int = Field(1, ge=1, description="images; 1 answers image/png, more answer JSON")
+    seed: int | None = Field(None, ge=0, le=2**53,
+                             description="image i uses seed+i; omitted: a random seed")
+    style: str | int | None = Field(None, description="style name or index; omitted: "
+                                    "image i gets style (seed+i) mod styles")
+    truncation: float = Field(1.0, ge=0.0, le=10.0)
+
+
+class ImageOut(BaseModel):
+    id: int
+    created: str
+    model: str
+    model_version: int
+    style: str | None
+    seed: int | None
+    truncation: float | None
+    width: int
+    height: int
+    metadata: dict[str, str]
+    url: str
+
+
+class GenerateOut(BaseModel):
+    images: list[ImageOut]
+
+
+class ImageList(BaseModel):
+    items: list[ImageOut]
+    next_cursor: int | None = Field(description="pass as ?cursor= for the next page")
+
+
+# -- health ----------------------------------------------------------------------------
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+
+
+class Ready(BaseModel):
+    ready: bool
+    checks: dict[str, Any]
+
+
+# -- style operations (routers/style.py) ---------------------------------------------------
+# Multipart requests carry these as form fields (JSON-typed ones as JSON text) beside the
+# image files; JSON requests carry them as the body.
+StyleText = Annotated[str, Field(min_length=1, max_length=256)]
+Seed = Annotated[int, Field(ge=0, le=2**53)]
+Unit = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class RestyleIn(_Strict):
+    model: Name = Field(description="registered translation model: name or name:version")
+    style: StyleText | None = Field(None, description="target style: a learned style name or "
+                                    "index, bank:NAME or seed:N (or the reference's style)")
+    reference_style: StyleText | None = Field(None, description="style of the reference "
+                                              "picture (default: guessed)")
+    strength: Unit = Field(1.0, description="0 = the source's own style, 1 = the target")
+    seed: Seed | None = Field(None, description="variation k uses seed+k; omitted: random")
+    variations: int = Field(1, ge=1, le=64, description="1 answers image/png, more JSON")
+    pixel_blend: Unit | None = Field(None, description="fade pixels: (1-b) x + b G(x, s)")
+
+
+class MixIn(_Strict):
+    model: Name
+    weights: dict[StyleText, float] = Field(default_factory=dict, max_length=16,
+                                            description='weights over styles, e.g. '
+                                            '{"ink": 0.7, "neon": 0.3} (normalised to sum 1)')
+    reference_weights: list[float] = Field(default_factory=list, max_length=8,
+                                           description="multipart: one weight per uploaded "
+                                           "'reference' file, in order (default 1 each)")
+    reference_style: StyleText | None = None
+    seed: Seed | None = None
+    strength: Unit = 1.0
+    pixel_blend: Unit | None = None
+    crossover: int | None = Field(None, ge=0, le=64, description="stylegan: per-layer mix of "
+                                  "exactly 2 styles at this layer")
+    save: bool = Field(True, description="record the result in the gallery (live previews "
+                       "while a slider moves pass false)")
+
+
+class InterpolateIn(_Strict):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    model: Name
+    from_: StyleText | None = Field(None, alias="from", description="start: a style, "
+                                    "bank:NAME or seed:N (or upload 'from_reference')")
+    to: StyleText | None = Field(None, description="end (or upload 'to_reference')")
+    frames: int = Field(8, ge=2, le=64)
+    seed: Seed = 0
+    style: StyleText | None = Field(None, description="pins the style of seed:N and "
+                                    "reference endpoints")
+    fps: float = Field(8.0, gt=0.0, le=50.0)
+    scale: int = Field(1, ge=1, le=16, description="pixel repeat, so tiny models are visible")
+    pingpong: bool = False
+
+
+class StyleSessionIn(_Strict):
+    model: Name = Field(description="registered translation model: name or name:version")
+
+
+class StyleReferenceIn(_Strict):
+    """Multipart: just the `reference` file."""
+
+
+class StyleSessionOut(BaseModel):
+    session: str = Field(description="id for /api/restyle/sessions/{id}/render")
+    model: str = Field(description="name:version the session is bound to")
+    family: str
+    styles: list[str]
+    source_sha256: str = Field(description="sha256 of the picture's pixels at the model's size")
+    resolution: int
+    references: list[str] = Field(description="ids ('ref:<sha256>') usable as styles")
+
+
+class StyleReferenceOut(BaseModel):
+    reference: str = Field(description="use as a style: 'ref:<sha256>'")
+    sha256: str
+    label: str
+
+
+class RenderIn(_Strict):
+    style: StyleText | None = Field(None, description="one style, bank:NAME, seed:N or a "
+                                    "session reference id 'ref:<sha256>'")
+    weights: dict[StyleText, float] | None = Field(None, max_length=16,
+                                                   description="a blend instead of `style`")
+    reference_style: StyleText | None = None
+    strength: Unit = 1.0
+    seed: Seed = 0
+    pixel_blend: Unit | None = None
+    save: bool = Field(True, description="record the result in the gallery (live previews "
+                       "while a slider moves pass false)")
+
+
+class PresetOut(BaseModel):
+    name: str
+    label: str
+    description: str
+    steps: int
+    resolution: int
+    batch_size: int
+    width_factor: float
+    config: dict[str, Any]
+
+
+class EstimateIn(_Strict):
+    model: Name = Field(description="architecture, e.g. 'dcgan'")
+    dataset: Name
+    preset: Literal["quick", "standard", "quality"] = "quick"
+    steps: int | None = Field(None, ge=1, le=10_000_000)
+    resolution: int | None = Field(None, ge=8, le=1024)
+    batch_size: int | None = Field(None, ge=1, le=4096)

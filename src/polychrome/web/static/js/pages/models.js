@@ -1,0 +1,71 @@
+// Models: each model's styles, sample grid, model card (measured metrics), versions.
+import { getJSON } from "../api.js";
+import { listModels, showModel } from "../state.js";
+import { apiImg, errorBox, h, showError } from "../ui.js";
+
+export function mount(root, params) {
+  const listErr = errorBox();
+  const list = h("div", { class: "grid models", "aria-label": "Models" });
+  const detail = h("section", { "aria-live": "polite", "aria-label": "Model details" });
+  root.append(h("h1", {}, "Models"), listErr, list, detail);
+
+  async function load() {
+    try {
+      const models = await listModels();
+      if (!models.length) {
+        list.replaceChildren(h("p", { class: "empty" }, "No models yet: train one on the Train page."));
+        return;
+      }
+      list.replaceChildren(...models.map((m) => h("article", { class: "card model", dataset: { name: m.name } },
+        h("h2", {}, m.name),
+        h("p", { class: "caption" }, `${m.arch} · ${m.family === "noise" ? "noise → image" : "image → image"} · v${m.latest_version}`),
+        h("div", { class: "chips" }, ...m.styles.map((s) => h("span", { class: "chip" }, s))),
+        h("div", { class: "actions" },
+          h("button", { type: "button", class: "secondary", onclick: () => show(m.name) }, "Details"),
+          m.family === "noise" ? h("a", { class: "button secondary", href: `#/create?model=${encodeURIComponent(m.name)}` }, "Create")
+            : h("a", { class: "button secondary", href: "#/restyle" }, "Restyle")))));
+      const wanted = params.get("name");
+      if (wanted) show(wanted);
+    } catch (e) { showError(listErr, e); }
+  }
+
+  async function show(name) {
+    const err = errorBox();
+    const panel = h("div", { class: "panel" }, h("h2", {}, `Model ${name}`), err);
+    detail.replaceChildren(panel);
+    try {
+      const m = await showModel(name);
+      panel.append(h("p", {}, `${m.arch} (${m.family}) · version ${m.version} of ${m.latest_version}`),
+        h("h3", {}, "Styles"), h("div", { class: "chips" }, ...m.styles.map((s) => h("span", { class: "chip" }, s))));
+      if (m.family === "noise") {
+        panel.append(h("h3", {}, "Samples (a row per style, seeds 0–7)"),
+          apiImg(`/api/models/${encodeURIComponent(name)}/samples.png?cols=8`, `Sample grid of ${name}`, { class: "grid-img scaled" }));
+      }
+      const metrics = Object.entries(m.metrics || {});
+      panel.append(h("h3", {}, "Measured metrics"), metrics.length
+        ? h("table", {}, h("tbody", {}, ...metrics.map(([k, v]) => h("tr", {}, h("th", { scope: "row" }, k), h("td", { class: "num" }, typeof v === "number" ? v.toPrecision(4) : JSON.stringify(v))))))
+        : h("p", { class: "empty" }, "None measured yet (run an eval job: POST /api/jobs kind eval)."));
+      panel.append(h("h3", {}, "Versions"), h("div", { class: "scroll" }, h("table", {},
+        h("thead", {}, h("tr", {}, h("th", {}, "Version"), h("th", {}, "Created"), h("th", {}, "Styles"), h("th", {}, "Metrics"))),
+        h("tbody", {}, ...m.versions.map((v) => h("tr", {},
+          h("td", {}, String(v.version)), h("td", {}, v.created), h("td", {}, v.styles.join(", ")),
+          h("td", {}, Object.entries(v.metrics || {}).map(([k, x]) => `${k}=${typeof x === "number" ? x.toPrecision(3) : x}`).join(" "))))))));
+      panel.append(h("h3", {}, "Model card"), h("pre", { class: "model-card" }, m.card || "(no card)"));
+      await runInfo(panel, m);
+    } catch (e) { showError(err, e); }
+  }
+
+  // Training time and data of the latest version, when a job of this page made it.
+  async function runInfo(panel, m) {
+    try {
+      const jobs = (await getJSON("/api/jobs?kind=train&state=succeeded&limit=100")).items;
+      const job = jobs.find((j) => j.result && j.result.model && j.result.model.name === m.name && j.result.model.version === m.version);
+      if (!job) return;
+      const secs = (Date.parse(job.finished) - Date.parse(job.started)) / 1000;
+      panel.append(h("h3", {}, "Training"), h("p", {},
+        `Dataset ${job.params.config.dataset} · ${job.result.steps} steps · ${isFinite(secs) ? Math.round(secs) + " s" : "?"} of training · ${job.result.images_per_second} images/s`));
+    } catch { /* optional */ }
+  }
+
+  load();
+}
