@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from polychrome.errors import ModelError
 from polychrome.models.layers import (
     AdaIN,
     ConditionalBatchNorm2d,
@@ -16,6 +17,7 @@ from polychrome.models.layers import (
     ModulatedConv2d,
     ProjectionHead,
     ResBlock,
+    embed_labels,
     make_norm2d,
     spectral_norm,
 )
@@ -72,6 +74,52 @@ def test_conditional_batchnorm_uses_each_class_affine():
     out, base = cbn(x, y), cbn.bn(x)
     assert torch.allclose(out[y == 2], base[y == 2] * 2 + 0.5, atol=1e-5)
     assert torch.allclose(out[y != 2], base[y != 2], atol=1e-5)
+
+
+def test_conditional_batchnorm_blends_gains_and_biases_for_soft_labels():
+    torch.manual_seed(0)
+    cbn = ConditionalBatchNorm2d(4, 3)
+    with torch.no_grad():
+        cbn.embed.weight.normal_()
+    cbn.eval()  # running stats: the normalised x does not depend on the batch
+    x = torch.randn(2, 4, 5, 5)
+    soft = torch.tensor([[0.25, 0.0, 0.75], [0.0, 1.0, 0.0]])
+    table = cbn.embed.weight
+    gamma, beta = (soft @ table).chunk(2, dim=1)  # the blend of the per-class affines
+    ref = cbn.bn(x) * gamma[:, :, None, None] + beta[:, :, None, None]
+    assert torch.allclose(cbn(x, soft), ref, atol=1e-6)
+    assert torch.allclose(cbn(x, soft)[1:], cbn(x, torch.tensor([0, 1]))[1:], atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["embedding", "spectral", "equalized"])
+def test_embed_labels_hard_is_the_lookup_and_soft_blends_rows(kind):
+    def make() -> torch.nn.Module:
+        torch.manual_seed(1)
+        if kind == "equalized":
+            return EqualLinear(3, 5, bias=False)
+        emb = torch.nn.Embedding(3, 5)
+        return spectral_norm(emb) if kind == "spectral" else emb
+
+    a, b = make(), make()  # twins: `b` is the plain call, `a` goes through embed_labels
+    a.train(), b.train()  # spectral norm updates its power-iteration state in training
+    y = torch.tensor([2, 0, 1, 2])
+    for _ in range(2):
+        want = b(F.one_hot(y, 3).float()) if kind == "equalized" else b(y)
+        assert torch.equal(embed_labels(a, y), want)  # bit for bit, state included
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(),
+                                                 b.state_dict().values(), strict=True))
+    a.eval()
+    with torch.no_grad():
+        rows = embed_labels(a, torch.arange(3))  # (3, 5): one row per class
+        onehot = embed_labels(a, F.one_hot(y, 3).float())
+        assert torch.allclose(onehot, rows[y], atol=1e-6)
+        blend = embed_labels(a, torch.tensor([[0.5, 0.5, 0.0], [0.1, 0.2, 0.7]]))
+        assert torch.allclose(blend[0], (rows[0] + rows[1]) / 2, atol=1e-6)
+        assert torch.allclose(blend[1], 0.1 * rows[0] + 0.2 * rows[1] + 0.7 * rows[2],
+                              atol=1e-6)
+        for bad in (torch.ones(2, 4), torch.ones(3)):  # wrong number of styles / not (B, K)
+            with pytest.raises(ModelError):
+                embed_labels(a, bad)
 
 
 def test_adain_normalises_then_applies_style():

@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from polychrome.errors import ModelError
 from polychrome.models import GANModel, create_model, list_models
@@ -106,6 +107,57 @@ def test_noise_model_contract(name, num_domains, tmp_path):
         assert torch.equal(ref, loaded.generator(z, y, **kw))
         assert torch.equal(ref, g_only.generator(z, y, **kw))
         assert torch.equal(model.discriminator(ref, y), loaded.discriminator(ref, y))
+
+
+def _conditional(name: str):
+    """A 3-style model as after a little training: moved BN stats / w_avg, and label
+    tables away from their init (cgan's conditional BN starts identical for every style)."""
+    torch.manual_seed(0)
+    model = tiny(name, 3)
+    with torch.no_grad():
+        for m in model.generator.modules():
+            if isinstance(m, torch.nn.Embedding):
+                m.weight.add_(0.5 * torch.randn_like(m.weight))
+        model.train()
+        for _ in range(2):
+            model.generator(model.sample_z(8), model.sample_y(8))
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", list_models(family="noise"))
+def test_conditional_generators_take_soft_labels(name):
+    model = _conditional(name)
+    g, k = model.generator, model.config.num_domains
+    z = model.sample_z(4, generator=torch.Generator().manual_seed(5))
+    y = torch.tensor([0, 1, 2, 1])
+    kw = {"truncation": 0.7, "noise_mode": "const"}  # truncation pulls toward the style's mean
+    with torch.inference_mode():
+        hard = g(z, y, **kw)
+        assert torch.equal(hard, g(z, y, **kw))  # int labels: deterministic, bit for bit
+        onehot = g(z, F.one_hot(y, k).float(), **kw)
+        assert onehot.shape == hard.shape and torch.allclose(onehot, hard, atol=1e-5)
+        # a (1, K) soft label applies to the whole batch
+        ends = [g(z, torch.full((4,), i), **kw) for i in (0, 1)]
+        half = g(z, torch.tensor([[0.5, 0.5, 0.0]]), **kw)
+        assert half.shape == (4, model.config.channels, R, R)
+        assert torch.isfinite(half).all() and half.min() >= -1 and half.max() <= 1
+        for end in ends:
+            assert (half - end).abs().amax() > 1e-3  # a 50/50 blend is neither end
+        # ... and lies between them: closer to each end than the ends are to each other
+        gap = (ends[0] - ends[1]).abs().mean()
+        assert all((half - end).abs().mean() < gap for end in ends)
+        for bad in (torch.ones(4, k + 1), torch.ones(3, k), torch.ones(k),
+                    torch.full((4, k), float("nan"))):
+            with pytest.raises(ModelError) as e:
+                g(z, bad, **kw)
+            assert e.value.code == "bad_label"
+        with pytest.raises(ModelError):  # discriminators keep int labels
+            model.discriminator(hard, F.one_hot(y, k).float())
+    # soft labels train too: a gradient reaches the label weights
+    model.train()
+    soft = torch.full((4, k), 1.0 / k, requires_grad=True)
+    g(z, soft, noise_mode="const").square().mean().backward()
+    assert soft.grad is not None and torch.isfinite(soft.grad).all() and soft.grad.abs().sum() > 0
 
 
 def test_from_pretrained_rejects_bad_directories(tmp_path):

@@ -6,6 +6,10 @@ Nothing here knows about a particular architecture: equalised-lr layers
 (de Vries et al. 2017), spectral norm (Miyato et al. 2018), a configurable
 residual block, minibatch standard deviation and a projection head
 (Miyato & Koyama 2018).
+
+Style labels: every layer indexed by a style label takes it through `embed_labels`,
+so a label is either hard, (B,) int64, or soft, (B, K) float weights over the K
+styles (a blend of styles as an input, not as a change to the shared weights).
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrizations
+
+from ..errors import ModelError
 
 # Gain that keeps the second moment of a leaky-ReLU(0.2) activation ~1 (StyleGAN convention).
 LRELU_GAIN = math.sqrt(2.0)
@@ -86,6 +92,33 @@ class EqualLinear(nn.Module):
         if self.activation == "lrelu":
             x = F.leaky_relu(x, 0.2) * LRELU_GAIN
         return x
+
+
+def embed_labels(embedding: nn.Embedding | EqualLinear, y: torch.Tensor) -> torch.Tensor:
+    """Rows of a style-label table for hard or soft labels -> (B, dim).
+
+    `embedding` is an nn.Embedding(K, dim) (spectral-normed or not: `.weight` is then the
+    normalised table) or an EqualLinear(K, dim) fed one-hot labels (equalised lr).
+    y: (B,) int64 -> exactly the lookup, bit for bit as a plain `embedding(y)`;
+    y: (B, K) float weights -> y @ table: the embedding of the soft label sum_k y_k onehot(k).
+    A lookup is linear in the one-hot label, so this is the table's natural extension to
+    blends; being an input rather than an edit of shared weights, it is safe on a model
+    that several threads use at once.
+    """
+    # num_embeddings, not weight.shape: reading `.weight` of a spectral-normed table runs a
+    # power iteration in training mode, which the int path must not do twice.
+    k = embedding.weight.shape[1] if isinstance(embedding, EqualLinear) \
+        else embedding.num_embeddings
+    if y.is_floating_point() and (y.dim() != 2 or y.shape[1] != k):
+        raise ModelError(f"soft style labels must have shape (B, {k}), got {tuple(y.shape)}",
+                         code="bad_label")
+    if isinstance(embedding, EqualLinear):
+        onehot = y if y.is_floating_point() else F.one_hot(y, k)
+        return embedding(onehot.to(embedding.weight.dtype))
+    if y.is_floating_point():
+        table = embedding.weight  # (K, dim)
+        return y.to(table.dtype) @ table
+    return embedding(y)
 
 
 class EqualConv2d(nn.Module):
@@ -166,8 +199,9 @@ class ConditionalBatchNorm2d(nn.Module):
             self.embed.weight[:, num_features:].zero_()
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        # x: (B, C, H, W); y: (B,) int64 class labels
-        gamma, beta = self.embed(y).chunk(2, dim=1)
+        # x: (B, C, H, W); y: (B,) int64 class labels or (B, K) float soft labels, which
+        # blend the per-class gains and biases with the same weights
+        gamma, beta = embed_labels(self.embed, y).chunk(2, dim=1)
         return self.bn(x) * gamma[:, :, None, None] + beta[:, :, None, None]
 
 
@@ -318,12 +352,9 @@ class ProjectionHead(nn.Module):
         self.proj_gain = 1.0 / math.sqrt(in_features) if equalized else 1.0
 
     def forward(self, h: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        # h: (B, F) features; y: (B,) int64 or None -> (B,) logits
+        # h: (B, F) features; y: (B,) int64, (B, K) float soft labels or None -> (B,) logits
         out = self.linear(h).squeeze(1)
         if self.embed is not None and y is not None:
-            if self.equalized:
-                e = self.embed(F.one_hot(y, self.num_classes).to(h.dtype))
-            else:
-                e = self.embed(y)
+            e = embed_labels(self.embed, y)
             out = out + (e * h).sum(dim=1) * self.proj_gain
         return out

@@ -19,7 +19,6 @@ from .style_codes import (
     Picture,
     StyleSource,
     guess_domain,
-    label_embeddings,
     load_picture,
     normalise_weights,
     parse_source,
@@ -35,8 +34,9 @@ MEMO_SIZE = 64  # reference pictures / domain guesses remembered per session
 class Restyler:
     """A style session on one model: `set_image` encodes once, `render` decodes per style.
 
-    Works for noise models too (no image; `render` then generates). Not thread-safe:
-    one per session or request; the content cache it uses may be shared.
+    Works for noise models too (no image; `render` then generates). A Restyler is not
+    thread-safe (one per session or request), but the model and the content cache it
+    uses may be shared by many: rendering changes no state of the model.
     """
 
     def __init__(self, model: GANModel | str, *, device: str | torch.device = "cpu",
@@ -241,20 +241,22 @@ class Restyler:
             z = self._z(seeds[0])
         else:  # two seeds: t is the second one's weight
             z = slerp(self._z(seeds[0]), self._z(seeds[1]), recipe.weights[1])
-        ys = [style_index(model, c["style"]) for c in comps]
-        y0 = torch.tensor([ys[0]], device=self.device) if model.config.num_domains > 1 else None
-        hooks = []
-        if len(set(ys)) > 1:
-            def blend(m: torch.nn.Module, _inp: Any, out: torch.Tensor) -> torch.Tensor:
-                rows = [m.weight[y].unsqueeze(0) for y in ys]  # (1, dim) per style
-                return weighted_sum(rows, recipe.weights).expand_as(out).to(out.dtype)
+        return model.generator(z, self._label(recipe), **generator_kwargs(model, 1.0))
 
-            hooks = [m.register_forward_hook(blend) for m in label_embeddings(model)]
-        try:
-            return model.generator(z, y0, **generator_kwargs(model, 1.0))
-        finally:
-            for h in hooks:
-                h.remove()
+    def _label(self, recipe: Recipe) -> torch.Tensor | None:
+        """The generator's y for a recipe: None (one style), (1,) int64 when every component
+        has the same style (bit-identical to `generate`), else (1, num_domains) float
+        weights: the soft label of the blend, an input, so the shared model is untouched."""
+        k = self.model.config.num_domains
+        if k <= 1:
+            return None
+        ys = [style_index(self.model, c["style"]) for c in recipe.components]
+        if len(set(ys)) == 1:
+            return torch.tensor([ys[0]], dtype=torch.int64, device=self.device)
+        soft = [0.0] * k
+        for y, w in zip(ys, recipe.weights, strict=True):
+            soft[y] += w  # the same style twice (two seeds) adds up
+        return torch.tensor([soft], dtype=torch.float32, device=self.device)
 
     def run(self, recipe: Recipe, *, index: int = 0) -> GeneratedImage:
         """Render a recipe: (R, R, 3) uint8 and its metadata."""

@@ -17,9 +17,9 @@ Model families, by what their style is (`style_family`):
   "code"   StarGAN-like translator: style code s (mapping F, encoder E, G.encode/decode).
   "fixed"  CycleGAN-like translator: a direction, no code (no blend, no strength).
   "w"      style-based noise model: w latents, blended in w space, mixed per layer.
-  "label"  other conditional noise models: the label embeddings (every nn.Embedding of
-           the generator is indexed by the style label) are blended, i.e. the generator
-           sees the embedding of a soft label sum_i w_i onehot(y_i).
+  "label"  other conditional noise models: a blend is the generator run on the soft
+           label sum_i w_i onehot(y_i), a (1, num_domains) float weight vector that every
+           zoo generator accepts as y (models.layers.embed_labels); nothing shared changes.
   "plain"  unconditional noise models: seeds only.
 """
 
@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from ..data.cache import square_resize
 from ..errors import ImageRejected, ModelError, PolychromeError
@@ -50,15 +49,6 @@ TRANSLATION_ARCHS = "stargan, cyclegan"
 
 
 # -- families ---------------------------------------------------------------------------------
-def label_embeddings(model: GANModel) -> list[nn.Embedding]:
-    """The generator's embeddings indexed by the style label (one row per style)."""
-    k = model.config.num_domains
-    gen = getattr(model, "generator", None)
-    if gen is None or k <= 1:
-        return []
-    return [m for m in gen.modules() if isinstance(m, nn.Embedding) and m.num_embeddings == k]
-
-
 def style_family(model: GANModel) -> str:
     if model.family == "translation":
         gen = getattr(model, "generator", None)
@@ -68,7 +58,7 @@ def style_family(model: GANModel) -> str:
     if model.family == "noise":
         if stylebank.code_kind(model) == "w":
             return "w"
-        if label_embeddings(model):
+        if model.config.num_domains > 1:  # every conditional zoo generator takes soft labels
             return "label"
         return "plain"
     return "other"

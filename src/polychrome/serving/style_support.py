@@ -8,14 +8,9 @@ and keeps the pictures a gallery image needs to be regenerated later.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import copy
 import json
 import logging
 import secrets
-import threading
-from collections import OrderedDict
-from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import numpy as np
@@ -237,33 +232,3 @@ def new_seed(seed: int | None) -> int:
 def count_images(state: Any, images: list[Any]) -> None:
     if images:
         state.metrics.images.labels(images[0].metadata.get("model", "")).inc(len(images))
-
-
-_TWINS: OrderedDict[str, tuple[Any, threading.Lock]] = OrderedDict()
-_TWINS_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def model_for_style(loaded: Any) -> Iterator[Any]:
-    """The model a style operation may run on.
-
-    Blending a label-conditioned noise model (style family "label") installs forward
-    hooks on the generator's embeddings for the duration of a forward: on the shared
-    warm model, a concurrent /api/generate would see blended embeddings. Those blends
-    therefore run on a private copy of the model, one at a time; everything else uses
-    the shared model (no hooks, no state).
-    """
-    from ..pipelines.style_codes import style_family
-
-    if style_family(loaded.model) != "label":
-        yield loaded.model
-        return
-    with _TWINS_LOCK:
-        twin = _TWINS.get(loaded.key)
-        if twin is None:
-            twin = _TWINS[loaded.key] = (copy.deepcopy(loaded.model), threading.Lock())
-        _TWINS.move_to_end(loaded.key)
-        while len(_TWINS) > 4:
-            _TWINS.popitem(last=False)
-    with twin[1]:
-        yield twin[0]

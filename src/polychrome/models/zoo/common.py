@@ -54,11 +54,14 @@ def channels_at(res: int, resolution: int, width: int, max_channels: int) -> int
 
 
 def check_labels(y: torch.Tensor | int | None, num_domains: int, batch: int,
-                 device: torch.device) -> torch.Tensor | None:
+                 device: torch.device, *, soft: bool = False) -> torch.Tensor | None:
     """Validate style labels; returns (B,) int64 on `device`, or None when unconditional.
 
     An int is broadcast to the batch. Unconditional models accept None or all-zero labels
-    (a one-style dataset still has labels) and ignore them.
+    (a one-style dataset still has labels) and ignore them. With `soft` (generators), y
+    may also be float weights over the styles, (B, num_domains) or (1, num_domains) for
+    the whole batch: a blend of styles, returned as (B, num_domains) float on `device`
+    and embedded by `layers.embed_labels`. Weights summing to 1 stay within the styles.
     """
     if y is None:
         if num_domains > 1:
@@ -66,8 +69,11 @@ def check_labels(y: torch.Tensor | int | None, num_domains: int, batch: int,
                              "pass a style label y", code="missing_label")
         return None
     y = torch.as_tensor(y, device=device)
+    if soft and y.is_floating_point():
+        return _check_soft_labels(y, num_domains, batch)
     if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-        raise ModelError(f"style labels must be integers, got {y.dtype}", code="bad_label")
+        what = "integers or (B, num_domains) float weights" if soft else "integers"
+        raise ModelError(f"style labels must be {what}, got {y.dtype}", code="bad_label")
     y = y.long()
     if y.dim() == 0:
         y = y.expand(batch)
@@ -78,6 +84,16 @@ def check_labels(y: torch.Tensor | int | None, num_domains: int, batch: int,
         raise ModelError(f"style label out of range: this model has {num_domains} style(s) "
                          f"(labels 0..{num_domains - 1})", code="bad_label")
     return y if num_domains > 1 else None
+
+
+def _check_soft_labels(y: torch.Tensor, num_domains: int, batch: int) -> torch.Tensor | None:
+    # y: (B or 1, num_domains) float weights -> (B, num_domains), or None when unconditional
+    if y.dim() != 2 or y.shape[1] != num_domains or y.shape[0] not in (1, batch):
+        raise ModelError(f"soft style labels must have shape ({batch}, {num_domains}), got "
+                         f"{tuple(y.shape)}", code="bad_label")
+    if not bool(torch.isfinite(y).all()):
+        raise ModelError("soft style labels must be finite", code="bad_label")
+    return y.expand(batch, -1) if num_domains > 1 else None
 
 
 def check_latent(z: torch.Tensor, z_dim: int) -> None:

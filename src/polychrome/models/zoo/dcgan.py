@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ...errors import ModelError
-from ..layers import ProjectionHead, init_normal_, make_norm2d
+from ..layers import ProjectionHead, embed_labels, init_normal_, make_norm2d
 from ..registry import register_model
 from .common import (
     NoiseConfig,
@@ -73,11 +73,12 @@ class DCGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | int | None = None, *,
                 truncation: float = 1.0, **_: object) -> torch.Tensor:
-        # z: (B, z_dim); y: (B,) int64 -> (B, C, R, R) float in [-1, 1]
+        # z: (B, z_dim); y: (B,) int64 or (B, num_domains) float soft labels
+        # -> (B, C, R, R) float in [-1, 1]
         z = prepare_latent(z, self.cfg.z_dim, truncation)
-        y = check_labels(y, self.cfg.num_domains, z.shape[0], z.device)
+        y = check_labels(y, self.cfg.num_domains, z.shape[0], z.device, soft=True)
         if self.embed is not None:
-            z = torch.cat([z, self.embed(y)], dim=1)
+            z = torch.cat([z, embed_labels(self.embed, y)], dim=1)
         return self.net(z[:, :, None, None])
 
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ModelError
-from ..layers import ProjectionHead, ResBlock, conv2d
+from ..layers import ProjectionHead, ResBlock, conv2d, embed_labels
 from ..registry import register_model
 from .common import (
     NoiseConfig,
@@ -100,12 +100,13 @@ class ResNetGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | int | None = None, *,
                 truncation: float = 1.0, **_: object) -> torch.Tensor:
-        # z: (B, z_dim); y: (B,) int64 -> (B, C, R, R) float in [-1, 1]
+        # z: (B, z_dim); y: (B,) int64 or (B, num_domains) float soft labels
+        # -> (B, C, R, R) float in [-1, 1]
         cfg = self.cfg
         z = prepare_latent(z, cfg.z_dim, truncation)
-        y = check_labels(y, cfg.num_domains, z.shape[0], z.device)
+        y = check_labels(y, cfg.num_domains, z.shape[0], z.device, soft=True)
         if self.embed is not None:
-            z = torch.cat([z, self.embed(y)], dim=1)
+            z = torch.cat([z, embed_labels(self.embed, y)], dim=1)
         if self.conditioning == "cbn" and y is None:  # one style: class 0 for every sample
             y = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
         h = self.fc(z).view(-1, cfg.ch(4), 4, 4)

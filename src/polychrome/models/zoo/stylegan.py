@@ -31,6 +31,7 @@ from ..layers import (
     NoiseInjection,
     ProjectionHead,
     downsample2x,
+    embed_labels,
     normalize_2nd_moment,
     upsample2x,
 )
@@ -94,12 +95,12 @@ class MappingNetwork(nn.Module):
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | int | None = None, *,
                 truncation: float = 1.0, update_w_avg: bool | None = None) -> torch.Tensor:
-        # z: (B, z_dim), y: (B,) int64 -> w: (B, w_dim)
+        # z: (B, z_dim), y: (B,) int64 or (B, num_domains) float soft labels -> w: (B, w_dim)
         check_latent(z, self.cfg.z_dim)
-        y = check_labels(y, self.cfg.num_domains, z.shape[0], z.device)
+        y = check_labels(y, self.cfg.num_domains, z.shape[0], z.device, soft=True)
         x = normalize_2nd_moment(z)
         if self.embed is not None:
-            e = self.embed(F.one_hot(y, self.cfg.num_domains).to(x.dtype))
+            e = embed_labels(self.embed, y)
             x = torch.cat([x, normalize_2nd_moment(e)], dim=1)
         for layer in self.layers:
             x = layer(x)
@@ -111,8 +112,14 @@ class MappingNetwork(nn.Module):
 
     def truncate(self, w: torch.Tensor, y: torch.Tensor | None, psi: float) -> torch.Tensor:
         """w_avg[y] + psi * (w - w_avg[y]): psi=1 no-op, psi=0 the style's mean image."""
-        # w: (B, w_dim) or (B, num_ws, w_dim)
-        avg = (self.w_avg[y] if y is not None else self.w_avg[0]).to(w.dtype)
+        # w: (B, w_dim) or (B, num_ws, w_dim); y: (B,) int64, (B, nd) soft labels or None
+        if y is None:
+            avg = self.w_avg[0]
+        elif y.is_floating_point():  # a blend of styles pulls toward the blend of their means
+            avg = y.to(self.w_avg.dtype) @ self.w_avg
+        else:
+            avg = self.w_avg[y]
+        avg = avg.to(w.dtype)
         if w.dim() == 3 and avg.dim() == 2:
             avg = avg.unsqueeze(1)
         return avg + psi * (w - avg)
@@ -122,8 +129,10 @@ class MappingNetwork(nn.Module):
         nd = self.cfg.num_domains
         if y is None:
             y = torch.zeros(w.shape[0], dtype=torch.long, device=w.device)
-        # One-hot matmul instead of index_add_: deterministic on every device.
-        onehot = F.one_hot(y, nd).to(self.w_avg.dtype)  # (B, nd)
+        # One-hot matmul instead of index_add_: deterministic on every device; a soft
+        # label counts toward each style's mean with its weight.
+        onehot = y if y.is_floating_point() else F.one_hot(y, nd)
+        onehot = onehot.to(self.w_avg.dtype)  # (B, nd)
         counts = onehot.sum(dim=0)[:, None]  # (nd, 1)
         mean = (onehot.t() @ w.to(self.w_avg.dtype)) / counts.clamp(min=1)
         new = torch.lerp(mean, self.w_avg, self.cfg.w_avg_beta)
@@ -217,13 +226,14 @@ class StyleGenerator(nn.Module):
 
     def truncate(self, w: torch.Tensor, y: torch.Tensor | int | None, psi: float) -> torch.Tensor:
         """Truncation trick on w (B, w_dim) or ws (B, num_ws, w_dim) toward the style's mean w."""
-        y = check_labels(y, self.cfg.num_domains, w.shape[0], w.device)
+        y = check_labels(y, self.cfg.num_domains, w.shape[0], w.device, soft=True)
         return self.mapping.truncate(w, y, psi)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | int | None = None, *,
                 truncation: float = 1.0, noise_mode: str = "random",
                 mixing_prob: float = 0.0) -> torch.Tensor:
-        # z: (B, z_dim); y: (B,) int64 -> (B, C, R, R) float in [-1, 1]
+        # z: (B, z_dim); y: (B,) int64 or (B, num_domains) float soft labels
+        # -> (B, C, R, R) float in [-1, 1]
         check_noise_mode(noise_mode)
         w = self.mapping(z, y, truncation=truncation)
         ws = w.unsqueeze(1).expand(-1, self.num_ws, -1)

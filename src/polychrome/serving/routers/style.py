@@ -30,7 +30,6 @@ from ..style_support import (
     keep_pictures,
     kept_picture,
     loaded_model,
-    model_for_style,
     new_seed,
     one_file,
     picture,
@@ -128,10 +127,6 @@ async def mix_route(request: Request, state: ServiceState = Depends(get_state)) 
     async def work() -> Any:
         loaded = await loaded_model(state, body.model)
 
-        def run() -> Any:
-            with model_for_style(loaded) as model:
-                return _mix(model)
-
         def _mix(model: Any) -> Any:
             pairs: list[tuple[Any, float]] = [(style_text(model, k), w)
                                               for k, w in body.weights.items()]
@@ -154,7 +149,8 @@ async def mix_route(request: Request, state: ServiceState = Depends(get_state)) 
                        strength=body.strength, pixel_blend=body.pixel_blend,
                        device=state.device, restyler=r)
 
-        return await asyncio.to_thread(run)
+        # the shared warm model: a blend is a soft-label input, it changes no shared state
+        return await asyncio.to_thread(_mix, loaded.model)
 
     image_out = await _with_timeout(work(), state.settings.generate_timeout_s)
     count_images(state, [image_out])
@@ -191,10 +187,6 @@ async def interpolate_route(request: Request, state: ServiceState = Depends(get_
     async def work() -> bytes:
         loaded = await loaded_model(state, body.model)
 
-        def run() -> bytes:
-            with model_for_style(loaded) as model:
-                return _animate(model)
-
         def _animate(model: Any) -> bytes:
             a = style_text(model, body.from_) if body.from_ else picture(model, ends[0], "from")
             b = style_text(model, body.to) if body.to else picture(model, ends[1], "to")
@@ -211,7 +203,7 @@ async def interpolate_route(request: Request, state: ServiceState = Depends(get_
             finally:
                 tmp.unlink(missing_ok=True)
 
-        return await asyncio.to_thread(run)
+        return await asyncio.to_thread(_animate, loaded.model)
 
     gif = await _with_timeout(work(), state.settings.generate_timeout_s)
     return Response(gif, media_type="image/gif",
@@ -246,8 +238,7 @@ async def regenerate_image(image_id: int = Path(ge=1, le=2**62),
                 return regenerate(meta, model=loaded.model, device=state.device)
             source = kept_picture(meta["source_sha256"]) if meta.get("source_sha256") else None
             refs = [kept_picture(s) for s in meta.get("reference_sha256s", "").split(",") if s]
-            with model_for_style(loaded) as model:
-                return regenerate_style(meta, source, refs, model=model, device=state.device)
+            return regenerate_style(meta, source, refs, model=loaded.model, device=state.device)
 
         return await asyncio.to_thread(run)
 
