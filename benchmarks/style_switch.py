@@ -44,15 +44,16 @@ def bench(model, reps: int, picture: bytes) -> dict[str, float]:
     live = Restyler(model, cache=ContentCache())
     live.set_image(picture)
     state = {"i": 0}
+    styles = model.style_names  # a given model's own styles (the built ones use STYLES)
 
     def full() -> None:
         r = Restyler(model, cache=ContentCache())  # nothing cached: decode + encode again
         r.set_image(picture)
-        r.render("neon", seed=0)
+        r.render(styles[1 % len(styles)], seed=0)
 
     def switch() -> None:
         state["i"] += 1  # a different style / seed every time, like a slider
-        live.render(STYLES[state["i"] % 3], seed=state["i"])
+        live.render(styles[state["i"] % len(styles)], seed=state["i"])
 
     x = live.source.tensor("cpu")
     content = live.content()

@@ -76,14 +76,27 @@ def _card(name: str, spec: dict, metrics: dict, facts: dict, run_cmd: str) -> st
              "schedule (EMA weights; the latest checkpoint when training was stopped)",
              f"- training time: {facts['train_seconds'] / 60:.0f} min on a shared 2-core CPU",
              "", "## Recipe", "", "```", run_cmd,
-             f"python scripts/train_defaults.py package {meta.get('run')}", "```", "",
+             f"python scripts/train_defaults.py package RUNS/{name}", "```", "",
              "## Measured metrics", "",
              "Offline evaluator (a compact network Polychrome trains on this dataset); these "
              "numbers compare across Polychrome runs on the same dataset version, not with "
              "papers (only the `inception` extractor does).", "",
              "```json", json.dumps(metrics, indent=2, sort_keys=True), "```", "",
-             "## Credits", "", CREDITS, ""]
+             *_limitations(metrics), "## Credits", "", CREDITS, ""]
     return "\n".join(lines)
+
+
+def _limitations(metrics: dict) -> list[str]:
+    """What the measured numbers say the model cannot do yet (read off, not written by hand)."""
+    out = []
+    if "paired_l1" in metrics and metrics["paired_l1"] >= metrics["identity_l1"]:
+        out.append(
+            f"- Paired L1 on held-out emoji ({metrics['paired_l1']:.3f}) is not below the "
+            f"identity baseline ({metrics['identity_l1']:.3f}): at this training length the "
+            "translator renders the target style (style accuracy "
+            f"{metrics['style_accuracy']:.0%}) but does not yet keep the source picture's "
+            "content. Longer training with the same recipe is the remedy.")
+    return ["## Limitations", "", *out, ""] if out else []
 
 
 def package(run_dirs: list[Path], out_root: Path, *, eval_n: int) -> None:
