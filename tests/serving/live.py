@@ -136,3 +136,27 @@ def sse_events(response: httpx.Response):
             event = line[6:].strip()
         elif line.startswith("data:"):
             data.append(line[5:].strip())
+
+
+def register_tiny(home: Path, arch: str, name: str, styles: list[str], **cfg) -> None:
+    """Save a tiny, untrained model and add it to the store of `home` (before a server
+    starts there), without leaving POLYCHROME_HOME changed for the test process."""
+    import torch
+
+    from polychrome.models import create_model
+    from polychrome.models.store import add_model_version
+
+    old = os.environ.get("POLYCHROME_HOME")
+    os.environ["POLYCHROME_HOME"] = str(home)
+    try:
+        torch.manual_seed(0)
+        model = create_model(arch, **cfg)
+        model.meta["styles"] = list(styles)
+        d = home.parent / f"{name}-dir"
+        model.save_pretrained(d, modules=model.inference_modules, meta=dict(model.meta))
+        add_model_version(d, name)
+    finally:
+        if old is None:
+            os.environ.pop("POLYCHROME_HOME", None)
+        else:
+            os.environ["POLYCHROME_HOME"] = old

@@ -10,10 +10,9 @@ from __future__ import annotations
 import os
 
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 
-from .live import start_server
+from .live import register_tiny, start_server
 
 schemathesis = pytest.importorskip("schemathesis")  # a dev dependency
 
@@ -21,31 +20,12 @@ pytestmark = pytest.mark.slow
 MAX_EXAMPLES = int(os.environ.get("POLYCHROME_SCHEMATHESIS_EXAMPLES", "12"))
 
 
-def _seed_home(home) -> None:
-    """A registered tiny model in `home`, written before the server starts."""
-    old = os.environ.get("POLYCHROME_HOME")
-    os.environ["POLYCHROME_HOME"] = str(home)
-    try:
-        from polychrome.models import create_model
-        from polychrome.models.store import add_model_version
-
-        torch.manual_seed(0)
-        model = create_model("dcgan", resolution=16, width=8, z_dim=16, num_domains=2)
-        model.meta["styles"] = ["ink", "paint"]
-        model.save_pretrained(home.parent / "m")
-        add_model_version(home.parent / "m", "m")
-    finally:
-        if old is None:
-            os.environ.pop("POLYCHROME_HOME", None)
-        else:
-            os.environ["POLYCHROME_HOME"] = old
-
-
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     home = tmp_path_factory.mktemp("fuzz") / "home"
     home.mkdir()
-    _seed_home(home)
+    register_tiny(home, "dcgan", "m", ["ink", "paint"], resolution=16, width=8, z_dim=16,
+                  num_domains=2)
     server = start_server(home, workers=0, env={"POLYCHROME_QUEUE_MAX": "100000",
                                                 "POLYCHROME_GENERATE_MAX_N": "4"})
     yield server

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import io
 import json
-import os
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from polychrome.imageio import decode_image, read_png_metadata
 
-from .live import png_bytes, start_server
+from .live import png_bytes, register_tiny, start_server
 
 STYLES = ["ink", "neon", "pastel"]
 STARGAN = dict(resolution=16, num_domains=3, width=8, max_width=16, style_dim=8, latent_dim=4,
@@ -23,33 +21,12 @@ STARGAN = dict(resolution=16, num_domains=3, width=8, max_width=16, style_dim=8,
 DCGAN = dict(resolution=16, num_domains=3, width=8, z_dim=16)
 
 
-def _register(home, arch: str, cfg: dict, name: str) -> None:
-    """Save a tiny model and add it to the store of `home` (before the server starts)."""
-    old = os.environ.get("POLYCHROME_HOME")
-    os.environ["POLYCHROME_HOME"] = str(home)
-    try:
-        from polychrome.models import create_model
-        from polychrome.models.store import add_model_version
-
-        torch.manual_seed(0)
-        model = create_model(arch, **cfg)
-        model.meta["styles"] = list(STYLES)
-        d = home.parent / f"{name}-dir"
-        model.save_pretrained(d, modules=model.inference_modules, meta=dict(model.meta))
-        add_model_version(d, name)
-    finally:
-        if old is None:
-            os.environ.pop("POLYCHROME_HOME", None)
-        else:
-            os.environ["POLYCHROME_HOME"] = old
-
-
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     home = tmp_path_factory.mktemp("style") / "home"
     home.mkdir()
-    _register(home, "stargan", STARGAN, "sg")
-    _register(home, "dcgan", DCGAN, "dc")
+    register_tiny(home, "stargan", "sg", STYLES, **STARGAN)
+    register_tiny(home, "dcgan", "dc", STYLES, **DCGAN)
     server = start_server(home, workers=0)
     yield server
     server.stop()

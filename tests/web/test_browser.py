@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from polychrome.imageio import read_png_metadata
@@ -49,26 +48,12 @@ def _screens_dir() -> Path:
 
 def _register_stargan(home: Path) -> None:
     """A tiny untrained translator in the store, so restyle runs without a second training."""
-    old = os.environ.get("POLYCHROME_HOME")
-    os.environ["POLYCHROME_HOME"] = str(home)
-    try:
-        from polychrome.models import create_model
-        from polychrome.models.store import add_model_version
+    from serving.live import register_tiny
 
-        torch.manual_seed(0)
-        model = create_model("stargan", resolution=16, num_domains=4, width=8, max_width=16,
-                             style_dim=8, latent_dim=4, mapping_dim=16, mapping_shared_layers=1,
-                             mapping_head_layers=1, e_width=8, e_max_width=16, d_width=8,
-                             d_max_width=16)
-        model.meta["styles"] = list(STYLES)
-        d = home.parent / "sg-dir"
-        model.save_pretrained(d, modules=model.inference_modules, meta=dict(model.meta))
-        add_model_version(d, "sg")
-    finally:
-        if old is None:
-            os.environ.pop("POLYCHROME_HOME", None)
-        else:
-            os.environ["POLYCHROME_HOME"] = old
+    register_tiny(home, "stargan", "sg", STYLES, resolution=16, num_domains=4, width=8,
+                  max_width=16, style_dim=8, latent_dim=4, mapping_dim=16,
+                  mapping_shared_layers=1, mapping_head_layers=1, e_width=8, e_max_width=16,
+                  d_width=8, d_max_width=16)
 
 
 @pytest.fixture(scope="module")
