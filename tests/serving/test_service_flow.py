@@ -168,19 +168,24 @@ def _metrics_lines(run_dir: Path) -> list[dict]:
 
 
 def test_kill_9_worker_mid_training_resumes_from_checkpoint(live, dataset, tiny_train):
-    body = {"kind": "train", "dataset": "shapes", "steps": 24, "name": "survivor", "seed": 2,
-            **tiny_train}
-    body["config"].update(checkpoint_every=4, sample_every=0)
+    # Long enough (a 32 px batch of 32, 120 steps) that the kill lands mid-run on a fast
+    # machine too; checkpoints every 10 steps.
+    steps = 120
+    body = {"kind": "train", "dataset": "shapes", "steps": steps, "name": "survivor",
+            "seed": 2, **tiny_train, "resolution": 32, "batch_size": 32}
+    body["config"] = {**body["config"], "checkpoint_every": 10, "sample_every": 0,
+                      "model_config": {"width": 16, "z_dim": 16}}
     with live.client() as c:
         job = c.post("/api/jobs", json=body).json()
         run_dir = Path(job["run_dir"])
 
         def past_checkpoint():
             j = c.get(f"/api/jobs/{job['id']}").json()
+            assert j["state"] in ("queued", "running"), f"job ended before the kill: {j}"
             ckpts = list((run_dir / "checkpoints").glob("step-*"))
-            return j if j["state"] == "running" and j["step"] >= 6 and ckpts else None
+            return j if j["state"] == "running" and j["step"] >= 12 and ckpts else None
 
-        wait_for(past_checkpoint, 120, what="training past its first checkpoint")
+        wait_for(past_checkpoint, 120, interval=0.05, what="training past its first checkpoint")
         first_line = _metrics_lines(run_dir)[0]
         workers = c.get("/api/workers").json()["items"]
         victim = next(w for w in workers if w["job_id"] == job["id"])
@@ -189,13 +194,13 @@ def test_kill_9_worker_mid_training_resumes_from_checkpoint(live, dataset, tiny_
         done = wait_job(c, job["id"], timeout=180)
         assert done["state"] == "succeeded", done
         assert done["attempts"] == 2
-        assert done["result"]["resumed"] is True and done["result"]["steps"] == 24
+        assert done["result"]["resumed"] is True and done["result"]["steps"] == steps
         # Resumed, not restarted: the log before the kill is untouched and each step
         # appears once; the run started from a checkpoint of the first attempt.
         lines = _metrics_lines(run_dir)
         assert lines[0] == first_line
-        steps = [ln["step"] for ln in lines if "step" in ln and "losses" in ln]
-        assert steps == list(range(1, 25))
+        assert [ln["step"] for ln in lines if "step" in ln and "losses" in ln] == \
+            list(range(1, steps + 1))
         assert "resumed from" in live.log() and str(run_dir) in live.log()
         # A new worker took over (the supervisor restarted it) and the model is registered once.
         assert c.get("/api/models/survivor").json()["versions"][0]["version"] == 1
