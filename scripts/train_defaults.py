@@ -41,14 +41,19 @@ authors; these weights were trained from scratch by Polychrome on 32 px renderin
 
 
 def _run_facts(run_dir: Path) -> dict:
-    """Steps reached and wall-clock training time, read from the run's metrics.jsonl."""
-    last_step, last_time = 0, 0.0
+    """Steps reached and wall-clock training time, read from the run's metrics.jsonl
+    (each resumed segment restarts its clock, so segment times are summed)."""
+    last_step, total, seg_max, prev = 0, 0.0, 0.0, -1.0
     with open(run_dir / "metrics.jsonl") as f:
         for line in f:
             rec = json.loads(line)
             last_step = max(last_step, int(rec.get("step", 0)))
-            last_time = max(last_time, float(rec.get("time", 0.0)))
-    return {"steps_logged": last_step, "train_seconds": round(last_time, 1)}
+            t = float(rec.get("time", 0.0))
+            if t < prev:  # a new segment (resume)
+                total += seg_max
+                seg_max = 0.0
+            seg_max, prev = max(seg_max, t), t
+    return {"steps_logged": last_step, "train_seconds": round(total + seg_max, 1)}
 
 
 def _baseline(model_dir: Path, tmp: Path) -> Path:
