@@ -158,9 +158,16 @@ def _one(model: GANModel, *, seed: int, style: int | None, truncation: float, in
     y = torch.tensor([style], dtype=torch.int64, device=device) if conditional else None
     x = model.generator(z, y, **kw)  # (1, C, R, R) in [-1, 1]
     array = from_tensor(to_rgb(x)[0])  # (R, R, 3) uint8
+    return GeneratedImage(array=array, metadata=generation_metadata(
+        model, seed=seed, style=style, truncation=truncation, index=index))
+
+
+def generation_metadata(model: GANModel, *, seed: int, style: int | None, truncation: float,
+                        index: int) -> dict[str, str]:
+    """METADATA_KEYS of one generated image: enough to regenerate it bit for bit."""
     name, version = model_identity(model)
     names = model.style_names
-    return GeneratedImage(array=array, metadata={
+    return {
         "model": name,
         "version": version,
         "arch": model.name,
@@ -169,7 +176,7 @@ def _one(model: GANModel, *, seed: int, style: int | None, truncation: float, in
         "truncation": repr(float(truncation)),
         "index": str(index),
         "polychrome_version": __version__,
-    })
+    }
 
 
 def generate(model: GANModel | str, n: int, *, seed: int = 0, style: str | int | None = None,

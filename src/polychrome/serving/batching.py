@@ -22,13 +22,13 @@ from typing import Any
 
 import torch
 
-from .. import __version__
 from ..errors import PolychromeError
 from ..imageio import from_tensor
 from ..pipelines.generate import (
     GeneratedImage,
     check_noise_model,
     generate,
+    generation_metadata,
     generator_kwargs,
     model_identity,
     style_index,
@@ -65,19 +65,8 @@ def _bucket(n: int) -> int:
 
 def _meta(model: Any, seed: int, style: int | None, truncation: float,
           index: int) -> dict[str, str]:
-    # Mirrors the pipeline's metadata; the probe compares it with the pipeline's own.
-    name, version = model_identity(model)
-    names = model.style_names
-    return {
-        "model": name,
-        "version": version,
-        "arch": model.name,
-        "style": names[style] if style is not None else (names[0] if names else ""),
-        "seed": str(seed),
-        "truncation": repr(float(truncation)),
-        "index": str(index),
-        "polychrome_version": __version__,
-    }
+    return generation_metadata(model, seed=seed, style=style, truncation=truncation,
+                               index=index)
 
 
 def _forward(model: Any, items: list[_Item], bucket: int, kw: dict[str, Any],
