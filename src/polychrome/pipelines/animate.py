@@ -78,14 +78,7 @@ def interpolate(model: GANModel | str, a: Any, b: Any, *, source: Any | None = N
         raise PolychromeError(f"frames must be an integer in 2..{MAX_FRAMES}, got {frames!r}",
                               code="bad_request")
     check_seed(seed)
-    if r.model.family == "translation":
-        if source is None:
-            raise PolychromeError(f"{r.model.name} is a translation model: interpolate needs an "
-                                  "INPUT image to restyle", code="missing_input")
-        r.set_image(source)
-    elif source is not None:
-        raise PolychromeError(f"{r.model.name} is a noise → image model: it takes no INPUT "
-                              "image", code="bad_request")
+    r.take_source(source, "interpolate")
     if r.family == "fixed":
         raise PolychromeError(f"{r.model.name} has no style codes to interpolate (it translates "
                               "into one style at a time); use a stargan", code="unsupported")

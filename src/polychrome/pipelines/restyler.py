@@ -58,6 +58,17 @@ class Restyler:
         self.content()
         return self.source
 
+    def take_source(self, source: Any | None, op: str, noise_hint: str = "") -> None:
+        """Translation models need an INPUT picture for `op`; noise models take none."""
+        if self.model.family == "translation":
+            if source is None:
+                raise PolychromeError(f"{self.model.name} is a translation model: {op} needs an "
+                                      "INPUT image to restyle", code="missing_input")
+            self.set_image(source)
+        elif source is not None:
+            raise PolychromeError(f"{self.model.name} is a noise → image model: it takes no "
+                                  f"INPUT image{noise_hint}", code="bad_request")
+
     def content(self) -> torch.Tensor | None:
         """G.encode(source): (1, Cc, h, w), from the LRU when this picture was seen."""
         if self.source is None:

@@ -100,14 +100,7 @@ def mix(model: GANModel | str, styles: Sequence[tuple[StyleLike, float]], *,
     Translation models restyle `source` with the blended code; noise models generate.
     """
     r = restyler or Restyler(model, device=device)
-    if r.model.family == "translation":
-        if source is None:
-            raise PolychromeError(f"{r.model.name} is a translation model: mix needs an INPUT "
-                                  "image to restyle", code="missing_input")
-        r.set_image(source)
-    elif source is not None:
-        raise PolychromeError(f"{r.model.name} is a noise → image model: it takes no INPUT "
-                              "image (blend its learned styles)", code="bad_request")
+    r.take_source(source, "mix", " (blend its learned styles)")
     recipe = r.build(list(styles), op="mix", seed=seed, strength=strength,
                      pixel_blend=pixel_blend, source_style=source_style, crossover=crossover)
     return r.run(recipe)

@@ -71,6 +71,15 @@ class PipelineCache:
                 self._refs.clear()
         return ref
 
+    def _hit(self, key: str) -> Loaded | None:
+        """A cached entry, marked most recently used and counted (call under self._lock)."""
+        hit = self._items.get(key)
+        if hit is not None:
+            self._items.move_to_end(key)
+            if self.metrics:
+                self.metrics.cache_hits.inc()
+        return hit
+
     def get(self, spec: str) -> Loaded:
         """Resolve `spec` (name, name:version) and return the warm model (loading it once)."""
         from ..errors import NotFound
@@ -83,20 +92,14 @@ class PipelineCache:
         ref = self._resolve(spec)
         key = ref.spec
         with self._lock:
-            hit = self._items.get(key)
+            hit = self._hit(key)
             if hit is not None:
-                self._items.move_to_end(key)
-                if self.metrics:
-                    self.metrics.cache_hits.inc()
                 return hit
             key_lock = self._loading.setdefault(key, threading.Lock())
         with key_lock:  # two first requests for one model load it once
             with self._lock:
-                hit = self._items.get(key)
+                hit = self._hit(key)
                 if hit is not None:
-                    self._items.move_to_end(key)
-                    if self.metrics:
-                        self.metrics.cache_hits.inc()
                     return hit
             t0 = time.perf_counter()
             model = load_model(ref, device=self.device)
