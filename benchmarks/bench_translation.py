@@ -56,7 +56,7 @@ def split(model: StarGAN, batch: int) -> str:
     c = g.encode(x)
     fe, fd = _flops(lambda: g.encode(x)), _flops(lambda: g.decode(c, s))
     te, td = _timed(lambda: g.encode(x)), _timed(lambda: g.decode(c, s))
-    return (f"B={batch}: content {tuple(c.shape[1:])}, encode {fe / 1e9:.3f} GFLOP "
+    return (f"B={batch}: content {tuple(c.features.shape[1:])}, encode {fe / 1e9:.3f} GFLOP "
             f"{te * 1e3:.1f} ms, decode {fd / 1e9:.3f} GFLOP {td * 1e3:.1f} ms "
             f"(encode share: {fe / (fe + fd):.0%} of FLOPs, {te / (te + td):.0%} of time)")
 

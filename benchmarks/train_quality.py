@@ -49,6 +49,7 @@ from polychrome.models.base import GANModel
 from polychrome.pipelines.generate import iter_samples
 from polychrome.settings import get_settings
 from polychrome.training import TrainConfig, export_model, train
+from polychrome.training.budget import TimeBudget
 from polychrome.training.checkpoint import load_checkpoint
 from polychrome.training.monitor import tile_images
 from polychrome.training.runs import check_new_run_dir, model_kwargs
@@ -58,49 +59,6 @@ log = logging.getLogger("train_quality")
 
 GRID_COLS = 8
 GRID_MAX_ROWS = 8  # styles shown per block (unconditional models: this many rows of samples)
-PROGRESS_EVERY_S = 60.0
-
-
-class Budget:
-    """The loop's `should_stop` hook: True once `seconds` of the chosen clock have passed.
-
-    The clock starts at the first poll (just before step 0), so data loading and model
-    setup are not charged. Polled once per step: `steps` is the number of steps run.
-    """
-
-    def __init__(self, name: str, seconds: float, clock: str = "wall"):
-        self.name, self.seconds, self.clock = name, seconds, clock
-        self.polls = 0
-        self.start: tuple[float, float] | None = None  # (wall, CPU) at the first poll
-        self.end: tuple[float, float] | None = None
-        self._last_log_at = (0.0, 0.0)
-
-    @staticmethod
-    def _now() -> tuple[float, float]:
-        return time.perf_counter(), time.process_time()
-
-    def __call__(self) -> bool:
-        self.polls += 1
-        now = self._now()
-        if self.start is None:
-            self.start = self._last_log_at = now
-        self.end = now
-        used = self.used()[0 if self.clock == "wall" else 1]
-        if now[0] - self._last_log_at[0] >= PROGRESS_EVERY_S:
-            self._last_log_at = now
-            log.info("%s: %d steps, %.1f / %.1f %s-min", self.name, self.steps, used / 60,
-                     self.seconds / 60, self.clock)
-        return used >= self.seconds
-
-    @property
-    def steps(self) -> int:
-        return max(0, self.polls - 1)
-
-    def used(self) -> tuple[float, float]:
-        """(wall, CPU) seconds between the first and the last poll."""
-        if self.start is None or self.end is None:
-            return 0.0, 0.0
-        return self.end[0] - self.start[0], self.end[1] - self.start[1]
 
 
 def step0_model(cfg: TrainConfig, packed: PackedDataset) -> GANModel:
@@ -164,7 +122,7 @@ def run_model(name: str, args: argparse.Namespace, packed: PackedDataset, extrac
     log.info("%s step 0: FID %.2f, KID %.4f", name, m0["fid"], m0["kid_mean"])
     grid0 = sample_grid(model0, args.seed)
     del model0
-    budget = Budget(name, args.minutes * 60, args.clock)
+    budget = TimeBudget(args.minutes * 60, args.clock, name=name, logger=log)
     run_dir = runs_dir / name
     try:
         result = train(cfg, run_dir=run_dir, should_stop=budget)

@@ -25,10 +25,10 @@ TINY: dict[str, dict] = {
 }
 
 
-def _tiny(name: str) -> GANModel:
+def _tiny(name: str, **overrides) -> GANModel:
     assert name in TINY, f"add a tiny config for translation model {name!r} to this test"
     torch.manual_seed(0)
-    return create_model(name, **TINY[name])
+    return create_model(name, **{**TINY[name], **overrides})
 
 
 def _inputs(model: GANModel) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,18 +146,24 @@ def test_bad_config_and_style_rejected(name):
     x, _ = _inputs(model)
     with pytest.raises(ModelError):
         model.translate(x, model.config.num_domains)  # one past the last style
+    if name == "stargan":  # more skips than downsamplings
+        with pytest.raises(ModelError, match="skips"):
+            _tiny(name, skips=model.config.g_down + 1)
 
 
 # -- stargan ----------------------------------------------------------------------------
-def test_stargan_encode_decode_split_equals_forward():
-    model = _tiny("stargan").eval()
+@pytest.mark.parametrize("skips", [0, 1, 2])
+def test_stargan_encode_decode_split_equals_forward(skips):
+    model = _tiny("stargan", skips=skips).eval()
     x, y = _inputs(model)
     s = model.style_from_latent(model.sample_z(B), y)
     with torch.no_grad():
         content = model.generator.encode(x)
         cfg = model.config
         side = R >> cfg.g_down
-        assert content.shape == (B, model.generator.content_channels, side, side)
+        assert content.features.shape == (B, model.generator.content_channels, side, side)
+        # skips: the encoder's features at the `skips` coarsest levels, coarsest first
+        assert [t.shape[-1] for t in content.skips] == [side * 2 ** (k + 1) for k in range(skips)]
         assert torch.equal(model.generator.decode(content, s), model.generator(x, s))
         # Style switching on a cached content: each new style needs decode only.
         s2 = model.style_from_latent(model.sample_z(B), y)

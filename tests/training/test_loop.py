@@ -187,3 +187,21 @@ def test_trainer_step_clips_gradients_and_freezes_d_for_g():
     # lr 0: Adam moves nothing (the grads above are the clipped ones it was given)
     for a, b in zip(g_before, model.generator.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("clock", ["wall", "cpu"])
+def test_time_budget_stops_a_run_and_checkpoints(tmp_path, clock):
+    from polychrome.training.budget import TimeBudget
+
+    budget = TimeBudget(0.3, clock)
+    cfg = tiny_config("dcgan", steps=10**6, checkpoint_every=0, sample_every=0)
+    result = train(cfg, packed=make_packed(), run_dir=tmp_path / "run", tensorboard=False,
+                   should_stop=budget)
+    wall, cpu = budget.used()
+    assert result.stopped and result.step == budget.steps > 0
+    assert (wall if clock == "wall" else cpu) >= 0.3
+    assert result.checkpoint.name == f"step-{result.step:06d}"
+    with pytest.raises(ConfigError):
+        TimeBudget(0, "wall")
+    with pytest.raises(ConfigError):
+        TimeBudget(1, "sundial")

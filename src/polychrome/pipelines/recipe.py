@@ -86,7 +86,7 @@ class ContentCache:
         self._lock = threading.Lock()
         self.hits = self.misses = 0
 
-    def get(self, model: GANModel, sha: str) -> torch.Tensor | None:
+    def get(self, model: GANModel, sha: str) -> Any:
         with self._lock:
             item = self._items.get((id(model), sha))
             if item is None or item[0]() is not model:
@@ -96,7 +96,7 @@ class ContentCache:
             self.hits += 1
             return item[1]
 
-    def put(self, model: GANModel, sha: str, content: torch.Tensor) -> None:
+    def put(self, model: GANModel, sha: str, content: Any) -> None:
         with self._lock:
             self._items[(id(model), sha)] = (weakref.ref(model), content)
             self._items.move_to_end((id(model), sha))

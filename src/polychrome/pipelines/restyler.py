@@ -69,8 +69,9 @@ class Restyler:
             raise PolychromeError(f"{self.model.name} is a noise → image model: it takes no "
                                   f"INPUT image{noise_hint}", code="bad_request")
 
-    def content(self) -> torch.Tensor | None:
-        """G.encode(source): (1, Cc, h, w), from the LRU when this picture was seen."""
+    def content(self) -> Any:
+        """G.encode(source) (opaque to the pipeline; decode takes it back), from the LRU
+        when this picture was seen; None for models without an encode/decode split."""
         if self.source is None:
             raise PolychromeError(f"{self.model.name} restyles an image: give an INPUT image",
                                   code="missing_input")

@@ -284,7 +284,7 @@ def _saved_evaluator(model: GANModel) -> Any | None:
 
 
 @torch.inference_mode()
-def guess_domain(model: GANModel, pic: Picture, content: torch.Tensor | None,
+def guess_domain(model: GANModel, pic: Picture, content: Any,
                  device: str | torch.device) -> tuple[int, str]:
     """(style index, how) of a picture whose style the user did not give.
 

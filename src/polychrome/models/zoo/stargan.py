@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +52,10 @@ class StarGANConfig(ModelConfig):
     width: int = 32  # G channels at full resolution; doubles per downsampling
     max_width: int = 128
     n_down: int = 0  # G downsamplings; 0 = derive (16x16 bottleneck from 64 px, paper)
+    # U-Net skips (not in the paper, default off): the encoder's features at the `skips`
+    # coarsest resolutions above the bottleneck are added to the decoder's, so the
+    # source's layout reaches the output directly while AdaIN still sets the style.
+    skips: int = 0
     enc_blocks: int = 2  # style-free bottleneck blocks (inside encode, cacheable)
     dec_blocks: int = 2  # AdaIN bottleneck blocks (inside decode)
     mapping_dim: int = 128  # hidden width of F
@@ -78,6 +82,9 @@ class StarGANConfig(ModelConfig):
         for name in positive:
             if getattr(self, name) < 1:
                 raise ModelError(f"stargan: {name} must be >= 1", code="bad_config")
+        if not 0 <= self.skips <= self.g_down:
+            raise ModelError(f"stargan: skips must be in 0..{self.g_down} (one per "
+                             "downsampling)", code="bad_config")
         if self.enc_blocks < 0 or self.dec_blocks < 0:
             raise ModelError("stargan: enc_blocks and dec_blocks must be >= 0", code="bad_config")
         if self.n_down < 0 or self.resolution >> self.g_down < 2:
@@ -131,6 +138,17 @@ class DownBlock(nn.Module):
 
 
 # -- networks -------------------------------------------------------------------------
+class Content(NamedTuple):
+    """G.encode(x): everything of the picture that does not depend on the style.
+
+    features: the bottleneck (B, Cc, h, w); skips: the encoder features the decoder adds
+    back at higher resolutions (empty unless the config has `skips`), coarsest first.
+    """
+
+    features: torch.Tensor
+    skips: tuple[torch.Tensor, ...] = ()
+
+
 class StarGenerator(nn.Module):
     def __init__(self, cfg: StarGANConfig):
         super().__init__()
@@ -155,23 +173,31 @@ class StarGenerator(nn.Module):
                                     nn.LeakyReLU(_SLOPE), nn.Conv2d(ch[0], cfg.channels, 1))
         self.content_channels = ch[-1]
         self.content_size = cfg.resolution >> cfg.g_down
+        # Encoder levels (index into self.down) whose input feeds a skip, coarsest first.
+        self.skip_levels = list(range(cfg.g_down - 1, cfg.g_down - 1 - cfg.skips, -1))
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        # (B, C, R, R) in [-1, 1] -> content (B, Cc, R / 2**n_down, R / 2**n_down)
+    def encode(self, x: torch.Tensor) -> Content:
+        # (B, C, R, R) in [-1, 1] -> Content: features (B, Cc, R / 2**n_down, R / 2**n_down)
         h = self.from_rgb(x)
-        for blk in self.down:
+        saved: dict[int, torch.Tensor] = {}
+        for i, blk in enumerate(self.down):
+            if i in self.skip_levels:
+                saved[i] = h  # (B, ch[i], R / 2**i, R / 2**i)
             h = blk(h)
         for blk in self.enc_mid:
             h = blk(h)
-        return h
+        return Content(h, tuple(saved[i] for i in self.skip_levels))
 
-    def decode(self, content: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        # content (B, Cc, h, w), s (B, style_dim) -> (B, C, R, R) in [-1, 1]
-        h = content
+    def decode(self, content: Content, s: torch.Tensor) -> torch.Tensor:
+        # content from encode (batch B), s (B, style_dim) -> (B, C, R, R) in [-1, 1]
+        h = content.features
         for blk in self.dec_mid:
             h = blk(h, s)
-        for blk in self.up:
-            h = blk(h, s)
+        skips = iter(content.skips)
+        for level, blk in zip(reversed(range(len(self.up))), self.up, strict=True):
+            h = blk(h, s)  # (B, ch[level], R / 2**level, R / 2**level)
+            if level in self.skip_levels:
+                h = h + next(skips)
         # tanh rather than the paper's raw 1x1 output: every model in the zoo promises
         # [-1, 1] without a clamp that would kill gradients at the edges.
         return torch.tanh(self.to_rgb(h))
@@ -278,6 +304,7 @@ class StarGAN(GANModel):
         "lambda_ds": 1.0,  # diversity-sensitive weight, decays linearly to 0 ...
         "ds_decay_steps": 0,  # ... over this many steps; 0 = the whole run (paper)
         "lambda_cyc": 1.0,
+        "lambda_id": 0.0,  # identity loss |x - G(x, E(x, y))| (not in the paper)
         "r1_gamma": 1.0,
         "ema_decay": 0.999,
         "batch_size": 8,

@@ -7,6 +7,7 @@ s = E(x_ref, y_trg). The generator objective is
     L_adv + lambda_sty * |s - E(G(x, s), y_trg)|_1            (style reconstruction)
           - lambda_ds  * |G(x, s1) - G(x, s2)|_1              (diversity, decays to 0)
           + lambda_cyc * |x - G(G(x, s), E(x, y_org))|_1      (cycle consistency)
+          + lambda_id  * |x - G(x, E(x, y_org))|_1            (identity; not in the paper)
 
 D is a multi-task discriminator: it is asked "real image of domain y?" with y the
 source label for real images and y_trg for fakes; R1 on real images. The latent step
@@ -108,6 +109,11 @@ class StarGANTrainer(TranslationTrainer):
         # 0 = decay over the whole run (the paper decays over all of its iterations).
         self.ds_steps = int(self.option("ds_decay_steps")) or int(config.steps)
         self.lambda_cyc = float(self.option("lambda_cyc"))
+        # CycleGAN's identity loss, carried over: restyling a picture into its own style
+        # should give it back. Not in the StarGAN v2 paper (default 0 there); it makes
+        # the generator pass content through from the first steps, which short CPU
+        # budgets need.
+        self.lambda_id = float(self.option("lambda_id"))
 
     def make_loader(self, packed: PackedDataset) -> StyleBatchLoader:
         return StyleBatchLoader(packed, int(self.config.batch_size), device=self.ctx.device,
@@ -181,13 +187,18 @@ class StarGANTrainer(TranslationTrainer):
                 with torch.no_grad():
                     fake2 = self.G(x, style(1))
                 loss_ds = (fake - fake2).abs().mean()
-            rec = self.G(fake, self.E(x, y))  # back to the source style
+            s_own = self.E(x, y)  # the source's own style code
+            rec = self.G(fake, s_own)  # back to the source style
             loss_cyc = (rec - x).abs().mean()
             loss = (adv + self.lambda_sty * loss_sty - lam_ds * loss_ds
                     + self.lambda_cyc * loss_cyc)
+            loss_id = torch.zeros((), device=x.device)
+            if self.lambda_id > 0:
+                loss_id = (self.G(x, s_own) - x).abs().mean()
+                loss = loss + self.lambda_id * loss_id
         self.step_many(("g", "f", "e") if latent else ("g",), loss.float(), self.params)
         logs.update({"sty": loss_sty.detach(), "ds": loss_ds.detach(),
-                     "cyc": loss_cyc.detach()})
+                     "cyc": loss_cyc.detach(), "id": loss_id.detach()})
         return logs
 
     # -- samples -------------------------------------------------------------------------
