@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -28,6 +30,7 @@ from sqlalchemy.orm import (
     sessionmaker,
 )
 
+from .errors import NotFound
 from .settings import get_settings
 
 
@@ -218,3 +221,24 @@ def session_scope() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+# -- versioned names (datasets and models) -----------------------------------------------
+def pick_version(rows: Sequence[Any], version: int | None, what: str) -> Any:
+    """The row for `version` among `rows` (one name's rows, ascending `.version`), or the
+    latest when `version` is None. `rows` must not be empty; NotFound names the versions."""
+    if version is None:
+        return rows[-1]
+    for row in rows:
+        if row.version == version:
+            return row
+    raise NotFound(f"{what} has no version {version}; versions: "
+                   f"{', '.join(str(r.version) for r in rows)}")
+
+
+def next_version(db_versions: Iterable[int | None], folder: Path) -> int:
+    """One more than the highest version in the database or among `folder`'s numbered
+    sub-directories (a directory left by an interrupted write still takes its number)."""
+    on_disk = ([int(p.name) for p in folder.iterdir() if p.name.isascii() and p.name.isdigit()]
+               if folder.is_dir() else [])
+    return max([0, *(v for v in db_versions if v is not None), *on_disk]) + 1

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from sqlalchemy import insert, select
 
-from ..db import DatasetImage, DatasetVersion, session_scope
+from ..db import DatasetImage, DatasetVersion, next_version, pick_version, session_scope
 from ..errors import DatasetError, NotFound
 from ..settings import Settings, get_settings
 from ..utils.atomic import atomic_directory, atomic_path
@@ -92,9 +92,7 @@ def _name_lock(settings: Settings, name: str) -> Iterator[None]:
 def _next_version(settings: Settings, name: str) -> int:
     with session_scope() as s:
         in_db = s.scalars(select(DatasetVersion.version).where(DatasetVersion.name == name)).all()
-    base = settings.datasets_dir / name
-    on_disk = [int(p.name) for p in base.iterdir() if (p.name.isascii() and p.name.isdigit())] if base.is_dir() else []
-    return max([0, *in_db, *on_disk]) + 1
+    return next_version(in_db, settings.datasets_dir / name)
 
 
 def _rmdir_if_empty(path: Path) -> None:
@@ -162,13 +160,7 @@ def _version_row(name: str, version: int | None) -> DatasetVersion:
         rows = s.scalars(q.order_by(DatasetVersion.version)).all()
     if not rows:
         raise NotFound(f"no dataset named {name!r}")
-    if version is None:
-        return rows[-1]
-    for row in rows:
-        if row.version == version:
-            return row
-    raise NotFound(f"dataset {name!r} has no version {version} "
-                   f"(versions: {', '.join(str(r.version) for r in rows)})")
+    return pick_version(rows, version, f"dataset {name!r}")
 
 
 def resolve_dataset(name: str, version: int | None = None) -> DatasetRef:

@@ -26,7 +26,7 @@ from safetensors import SafetensorError
 from sqlalchemy import delete, func, select
 
 from .. import __version__
-from ..db import ModelVersion, session_scope
+from ..db import ModelVersion, next_version, pick_version, session_scope
 from ..errors import ModelError, NotFound
 from ..settings import get_settings
 from ..utils.atomic import atomic_directory, atomic_write_text
@@ -178,9 +178,7 @@ def render_card(name: str, version: int, spec: dict[str, Any], *, metrics: dict[
 def _next_version(name: str) -> int:
     with session_scope() as s:
         db_max = s.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.name == name))
-    on_disk = [int(p.name) for p in (get_settings().models_dir / name).glob("*")
-               if (p.name.isascii() and p.name.isdigit())]
-    return max([db_max or 0, *on_disk]) + 1
+    return next_version([db_max], get_settings().models_dir / name)
 
 
 def add_model_version(model_dir: Path, name: str, *, source_run: str | None = None,
@@ -303,13 +301,7 @@ def _get_row(name: str, version: int | None) -> ModelVersion:
     rows = _rows(name)
     if not rows:
         raise _not_found(name)
-    if version is None:
-        return rows[-1]
-    for row in rows:
-        if row.version == version:
-            return row
-    raise NotFound(f"model {name!r} has no version {version}; versions: "
-                   f"{', '.join(str(r.version) for r in rows)}")
+    return pick_version(rows, version, f"model {name!r}")
 
 
 def resolve_model(spec: str) -> ModelRef:
