@@ -149,14 +149,15 @@ def run_model(name: str, args: argparse.Namespace, packed: PackedDataset, extrac
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| model | steps | images seen | minutes | FID step 0 | FID end | FID0 / FIDend "
-             "| KID end |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | steps | images seen | CPU min | wall min | FID step 0 | FID end "
+             "| FID0 / FIDend | KID end |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['model']} | error: {r['error']} | | | "
+            lines.append(f"| {r['model']} | error: {r['error']} | | | | "
                          f"{r.get('fid_0', float('nan')):.2f} | | | |")
             continue
-        lines.append(f"| {r['model']} | {r['steps']} | {r['images_seen']} | {r['minutes']:.1f} "
+        lines.append(f"| {r['model']} | {r['steps']} | {r['images_seen']} "
+                     f"| {r['cpu_minutes']:.1f} | {r['minutes']:.1f} "
                      f"| {r['fid_0']:.2f} | {r['fid_end']:.2f} | {r['fid_ratio']:.1f}x "
                      f"| {r['kid_end']:.4f} |")
     return "\n".join(lines)

@@ -6,9 +6,11 @@ import dataclasses
 from typing import Any
 
 import torch
+from torch import nn
 
 from ...errors import ModelError
 from ..base import GANModel, ModelConfig
+from ..layers import embed_labels
 
 # Keys of `train_defaults` that the trainer reads (a contract with polychrome.training).
 TRAIN_DEFAULT_KEYS = frozenset({
@@ -116,6 +118,19 @@ def prepare_latent(z: torch.Tensor, z_dim: int, truncation: float) -> torch.Tens
     """
     check_latent(z, z_dim)
     return z if truncation == 1.0 else z * truncation
+
+
+def generator_input(z: torch.Tensor, y: torch.Tensor | int | None, cfg: NoiseConfig,
+                    embed: nn.Module | None, truncation: float,
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(input, labels) of a z-conditioned generator: z checked and truncated, y checked
+    (hard (B,) or soft (B, num_domains) labels), and the label embedding appended to z
+    when the model embeds labels (`embed` not None)."""
+    z = prepare_latent(z, cfg.z_dim, truncation)
+    y = check_labels(y, cfg.num_domains, z.shape[0], z.device, soft=True)
+    if embed is not None:
+        z = torch.cat([z, embed_labels(embed, y)], dim=1)
+    return z, y
 
 
 class NoiseGAN(GANModel):

@@ -13,14 +13,14 @@ import torch
 from torch import nn
 
 from ...errors import ModelError
-from ..layers import ProjectionHead, embed_labels, init_normal_, make_norm2d
+from ..layers import ProjectionHead, init_normal_, make_norm2d
 from ..registry import register_model
 from .common import (
     NoiseConfig,
     NoiseGAN,
     channels_at,
     check_labels,
-    prepare_latent,
+    generator_input,
     train_defaults,
 )
 
@@ -75,10 +75,7 @@ class DCGenerator(nn.Module):
                 truncation: float = 1.0, **_: object) -> torch.Tensor:
         # z: (B, z_dim); y: (B,) int64 or (B, num_domains) float soft labels
         # -> (B, C, R, R) float in [-1, 1]
-        z = prepare_latent(z, self.cfg.z_dim, truncation)
-        y = check_labels(y, self.cfg.num_domains, z.shape[0], z.device, soft=True)
-        if self.embed is not None:
-            z = torch.cat([z, embed_labels(self.embed, y)], dim=1)
+        z, y = generator_input(z, y, self.cfg, self.embed, truncation)
         return self.net(z[:, :, None, None])
 
 

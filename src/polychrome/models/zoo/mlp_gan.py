@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from ...errors import ModelError
-from ..layers import ProjectionHead, embed_labels
+from ..layers import ProjectionHead
 from ..registry import register_model
-from .common import NoiseConfig, NoiseGAN, check_labels, prepare_latent, train_defaults
+from .common import NoiseConfig, NoiseGAN, check_labels, generator_input, train_defaults
 
 
 @dataclasses.dataclass
@@ -60,10 +60,7 @@ class MLPGenerator(nn.Module):
         # z: (B, z_dim); y: (B,) int64 or (B, num_domains) float soft labels
         # -> (B, C, R, R) float in [-1, 1]
         cfg = self.cfg
-        z = prepare_latent(z, cfg.z_dim, truncation)
-        y = check_labels(y, cfg.num_domains, z.shape[0], z.device, soft=True)
-        if self.embed is not None:
-            z = torch.cat([z, embed_labels(self.embed, y)], dim=1)
+        z, y = generator_input(z, y, cfg, self.embed, truncation)
         return self.net(z).view(-1, cfg.channels, cfg.resolution, cfg.resolution)
 
 

@@ -14,14 +14,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ModelError
-from ..layers import ProjectionHead, ResBlock, conv2d, embed_labels
+from ..layers import ProjectionHead, ResBlock, conv2d
 from ..registry import register_model
 from .common import (
     NoiseConfig,
     NoiseGAN,
     channels_at,
     check_labels,
-    prepare_latent,
+    generator_input,
     train_defaults,
 )
 
@@ -103,10 +103,7 @@ class ResNetGenerator(nn.Module):
         # z: (B, z_dim); y: (B,) int64 or (B, num_domains) float soft labels
         # -> (B, C, R, R) float in [-1, 1]
         cfg = self.cfg
-        z = prepare_latent(z, cfg.z_dim, truncation)
-        y = check_labels(y, cfg.num_domains, z.shape[0], z.device, soft=True)
-        if self.embed is not None:
-            z = torch.cat([z, embed_labels(self.embed, y)], dim=1)
+        z, y = generator_input(z, y, cfg, self.embed, truncation)
         if self.conditioning == "cbn" and y is None:  # one style: class 0 for every sample
             y = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
         h = self.fc(z).view(-1, cfg.ch(4), 4, 4)
