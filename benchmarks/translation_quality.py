@@ -2,7 +2,7 @@
 
     python benchmarks/translation_quality.py [--dataset emoji] [--minutes 45] [--clock cpu]
         [--config scripts/defaults/emoji-stargan.yaml] [--steps N] [--threads 2] [--seed 1]
-        [--runs-dir DIR] [--out DIR] [--pairs 2000]
+        [--runs-dir DIR] [--name RUN] [--out DIR] [--pairs 2000] [--measure RUN_DIR]
 
 1. trains `stargan` from scratch with the default model's recipe (the YAML config, its
    schedule of --steps) on the dataset's `train` split, stopping early if the budget
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import logging
 import sys
 from pathlib import Path
@@ -43,7 +44,7 @@ from polychrome.pipelines.showcase import restyle_grid
 from polychrome.settings import get_settings
 from polychrome.training import TrainConfig, export_model, load_yaml_config, train
 from polychrome.training.budget import CLOCKS, TimeBudget
-from polychrome.training.runs import check_new_run_dir
+from polychrome.training.runs import check_new_run_dir, read_run_config
 from polychrome.utils.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 log = logging.getLogger("translation_quality")
@@ -105,8 +106,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=1, help="run seed")
     ap.add_argument("--runs-dir", type=Path, default=None,
                     help="the run dir goes here (default: a new dir under the home's runs/)")
+    ap.add_argument("--name", default=None,
+                    help="the run dir's name (default: translation-quality-<UTC time>)")
     ap.add_argument("--out", type=Path, default=None, help="results dir (default: the run dir)")
     ap.add_argument("--pairs", type=int, default=2000, help="held-out pairs measured")
+    ap.add_argument("--measure", type=Path, default=None, metavar="RUN_DIR",
+                    help="do not train: measure this earlier run's latest checkpoint (and "
+                         "write its grid)")
     return ap.parse_args(argv)
 
 
@@ -126,45 +132,57 @@ def _main(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.minutes <= 0 or args.pairs < 1:
         raise ConfigError("--minutes must be > 0 and --pairs at least 1")
-    raw = load_yaml_config(args.config)
-    overrides = {"steps": args.steps} if args.steps else {}
-    cfg = TrainConfig.from_dict({**raw, "model": "stargan", "dataset": args.dataset,
-                                 "resolution": args.resolution, "seed": args.seed,
-                                 **overrides})
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
-    run_dir = (args.runs_dir or get_settings().runs_dir) / f"translation-quality-{stamp}"
-    check_new_run_dir(run_dir)
+    if args.measure is not None:  # an earlier run: measure its latest checkpoint again
+        run_dir = args.measure
+        cfg, _ = read_run_config(run_dir)
+        facts = json.loads((run_dir / "budget.json").read_text()) \
+            if (run_dir / "budget.json").is_file() else {}
+    else:
+        raw = load_yaml_config(args.config)
+        overrides = {"steps": args.steps} if args.steps else {}
+        cfg = TrainConfig.from_dict({**raw, "model": "stargan", "dataset": args.dataset,
+                                     "resolution": args.resolution, "seed": args.seed,
+                                     **overrides})
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+        run_dir = (args.runs_dir or get_settings().runs_dir) / (
+            args.name or f"translation-quality-{stamp}")
+        check_new_run_dir(run_dir)
+        budget = TimeBudget(args.minutes * 60, args.clock, name="stargan", logger=log)
+        result = train(cfg, run_dir=run_dir, should_stop=budget)
+        wall, cpu = budget.used()
+        facts = {"steps": result.step, "stopped_by_budget": bool(result.stopped),
+                 "budget_minutes": args.minutes, "clock": args.clock,
+                 "wall_minutes": round(wall / 60, 2), "cpu_minutes": round(cpu / 60, 2),
+                 "threads": torch.get_num_threads()}
+        atomic_write_json(run_dir / "budget.json", facts)  # kept for --measure
+        log.info("trained %d steps in %.1f wall-min (%.1f CPU-min)", result.step, wall / 60,
+                 cpu / 60)
     out = args.out or run_dir
-    dataset_dir = resolve_dataset_dir(args.dataset)
+    dataset_dir = resolve_dataset_dir(cfg.dataset)
     ds_name, ds_version = dataset_identity(dataset_dir)
-    packed = load_cache_dir(dataset_dir, args.resolution, cfg.fit)
-
-    budget = TimeBudget(args.minutes * 60, args.clock, name="stargan", logger=log)
-    result = train(cfg, run_dir=run_dir, should_stop=budget)
-    wall, cpu = budget.used()
-    log.info("trained %d steps in %.1f wall-min (%.1f CPU-min)", result.step, wall / 60,
-             cpu / 60)
+    packed = load_cache_dir(dataset_dir, cfg.resolution, cfg.fit)
     model = GANModel.from_pretrained(export_model(run_dir, run_dir / "model")).eval()
+    step = int(model.meta.get("step", 0))
     measured = evaluate_translation(model, packed, dataset_dir=dataset_dir,
                                     dataset_label=f"{ds_name}:{ds_version}", record=False,
                                     max_pairs=args.pairs)
     t = measured["translation"]
-    sources, reference = grid_pictures(packed, args.seed)
+    sources, reference = grid_pictures(packed, int(cfg.seed))
     out.mkdir(parents=True, exist_ok=True)
     grid = restyle_grid(model, sources, seed=0, reference=reference)
     atomic_write_bytes(out / "translation_grid.png", _png(grid))
+    if facts.get("steps") != step:  # trained further since the budget run
+        facts = {"note": f"budget facts are for step {facts.get('steps')}"} if facts else {}
     report = {"dataset": f"{ds_name}:{ds_version}", "config": str(args.config),
-              "steps": result.step, "planned_steps": int(cfg.steps),
-              "stopped_by_budget": bool(result.stopped), "budget_minutes": args.minutes,
-              "clock": args.clock, "wall_minutes": round(wall / 60, 2),
-              "cpu_minutes": round(cpu / 60, 2), "threads": torch.get_num_threads(),
+              "steps": step, "planned_steps": int(cfg.steps), **facts,
               "torch": torch.__version__, "run_dir": str(run_dir),
               "extractor": measured["extractor"], "translation": t}
     atomic_write_json(out / "translation_quality.json", report)
+    spent = (f"{facts['cpu_minutes']:.1f} CPU-min / {facts['wall_minutes']:.1f} wall-min, "
+             f"{facts['threads']} threads" if "cpu_minutes" in facts else "time not recorded")
     header = (f"stargan on {report['dataset']} ({len(packed.domains)} styles, "
-              f"{args.resolution} px): {result.step} of {cfg.steps} steps in "
-              f"{cpu / 60:.1f} CPU-min / {wall / 60:.1f} wall-min, {report['threads']} "
-              f"threads; held-out split, {t['n_pairs']} pairs, extractor {measured['extractor']}")
+              f"{cfg.resolution} px): {step} of {cfg.steps} steps in {spent}; held-out "
+              f"split, {t['n_pairs']} pairs, extractor {measured['extractor']}")
     text = header + "\n\n" + table(t) + "\n"
     atomic_write_text(out / "translation_quality.md", text)
     print(text)
