@@ -143,8 +143,9 @@ def run_model(name: str, args: argparse.Namespace, packed: PackedDataset, extrac
                eval_seconds=row["eval_seconds"] + time.perf_counter() - t0)
     log.info("%s: %d steps in %.1f min: FID %.2f -> %.2f", name, result.step, wall / 60,
              m0["fid"], m1["fid"])
+    spent = cpu if args.clock == "cpu" else wall
     caption = (f"{name}: step 0 (FID {m0['fid']:.1f})  |  step {result.step}, "
-               f"{wall / 60:.1f} min (FID {m1['fid']:.1f})")
+               f"{spent / 60:.1f} {args.clock}-min (FID {m1['fid']:.1f})")
     return row, (caption, grid0, sample_grid(model, args.seed))
 
 
