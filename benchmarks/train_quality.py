@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from common import run_script
 from PIL import Image, ImageDraw
 
 from polychrome.data.cache import PackedDataset, load_cache_dir, resolve_dataset_dir
@@ -186,19 +187,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
-    try:
-        return _main(args)
-    except PolychromeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_script(_main, parse_args(argv))
 
 
 def _main(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.minutes <= 0 or args.eval_n < 2:
         raise ConfigError("--minutes must be > 0 and --eval-n at least 2")
     names = [m.strip() for m in args.models.split(",") if m.strip()] or list_models("noise")

@@ -33,10 +33,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from common import run_script
 from PIL import Image
 
 from polychrome.data.cache import PackedDataset, load_cache_dir, resolve_dataset_dir
-from polychrome.errors import ConfigError, PolychromeError
+from polychrome.errors import ConfigError
 from polychrome.metrics.evaluator import dataset_identity
 from polychrome.metrics.translation import evaluate_translation
 from polychrome.models.base import GANModel
@@ -117,19 +118,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
-    try:
-        return _main(args)
-    except PolychromeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_script(_main, parse_args(argv))
 
 
 def _main(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.minutes <= 0 or args.pairs < 1:
         raise ConfigError("--minutes must be > 0 and --pairs at least 1")
     if args.measure is not None:  # an earlier run: measure its latest checkpoint again
