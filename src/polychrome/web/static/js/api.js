@@ -103,3 +103,18 @@ export function imageName(meta, fallback = "polychrome") {
   const parts = [meta.model || fallback, meta.op || "", meta.style || "", meta.seed ? `seed${meta.seed}` : ""];
   return parts.filter(Boolean).join("-").replace(/[^A-Za-z0-9._-]+/g, "_").slice(0, 100) + ".png";
 }
+
+/** Open a live restyle session: the picture's content is encoded once on the server. */
+export async function openRestyleSession(model, blob, name) {
+  const form = new FormData();
+  form.append("model", model);
+  form.append("image", blob, name);
+  return (await request("/api/restyle/sessions", { method: "POST", form })).json();
+}
+
+/** Add a reference picture to a session: {reference: id} to render with. */
+export async function addSessionReference(sessionId, file) {
+  const form = new FormData();
+  form.append("reference", file, file.name);
+  return (await request(`/api/restyle/sessions/${sessionId}/references`, { method: "POST", form })).json();
+}

@@ -1,7 +1,7 @@
 // Blend: several styles (and reference pictures) with weights; the result follows the sliders.
 // Noise models: POST /api/mix. Translation models: a restyle session renders the blend
 // (decoder only). "Animate" renders the interpolation GIF (POST /api/interpolate).
-import { imageName, postImage, request } from "../api.js";
+import { addSessionReference, imageName, openRestyleSession, postImage } from "../api.js";
 import { listModels } from "../state.js";
 import {
   clearError, debounce, dropZone, errorBox, field, fillModels, h, seedField, showError, status,
@@ -121,12 +121,9 @@ export function mount(root, params) {
   async function setPicture(file) {
     clearError(pictureErr);
     picture = file;
-    const form = new FormData();
-    form.append("model", modelSel.value);
-    form.append("image", file, file.name);
     note.textContent = "Uploading and encoding the picture…";
     try {
-      session = await (await request("/api/restyle/sessions", { method: "POST", form })).json();
+      session = await openRestyleSession(modelSel.value, file, file.name);
       const u = URL.createObjectURL(file);
       urls.add(u);
       pictureBox.querySelector(".drop span").replaceChildren(h("img", { src: u, alt: `Picture: ${file.name}` }), h("br"), file.name);
@@ -141,10 +138,8 @@ export function mount(root, params) {
   async function addReference(file) {
     clearError(refErr);
     if (!session) { showError(refErr, new Error("choose the picture to restyle first")); return; }
-    const form = new FormData();
-    form.append("reference", file, file.name);
     try {
-      const out = await (await request(`/api/restyle/sessions/${session.session}/references`, { method: "POST", form })).json();
+      const out = await addSessionReference(session.session, file);
       refs.set(out.reference, { file, label: file.name });
       const u = URL.createObjectURL(file);
       urls.add(u);

@@ -1,7 +1,7 @@
 // Restyle: a picture into a style or a reference picture's style, live.
 // The picture is uploaded once (a session: its content encoding stays on the server);
 // changing the style or the strength then only re-runs the decoder.
-import { imageName, postImage, request } from "../api.js";
+import { addSessionReference, imageName, openRestyleSession, postImage, request } from "../api.js";
 import { handoff, listModels } from "../state.js";
 import { swatchGroup } from "../swatches.js";
 import {
@@ -107,11 +107,8 @@ export function mount(root, params) {
     if (!picture || !model()) return;
     session = null;
     note.textContent = "Uploading and encoding the picture…";
-    const form = new FormData();
-    form.append("model", modelSel.value);
-    form.append("image", picture.blob, picture.name);
     try {
-      session = await (await request("/api/restyle/sessions", { method: "POST", form })).json();
+      session = await openRestyleSession(modelSel.value, picture.blob, picture.name);
     } catch (e) {
       showError(inputErr, e);
       note.textContent = "";
@@ -138,10 +135,8 @@ export function mount(root, params) {
   async function addReference(file) {
     clearError(refErr);
     if (!session) { showError(refErr, new Error("choose the picture to restyle first")); return; }
-    const form = new FormData();
-    form.append("reference", file, file.name);
     try {
-      const out = await (await request(`/api/restyle/sessions/${session.session}/references`, { method: "POST", form })).json();
+      const out = await addSessionReference(session.session, file);
       const btn = group.add(out.reference, `ref: ${file.name}`, h("img", { src: objectUrl(file), alt: "" }));
       group.select(out.reference);
       target = out.reference;
