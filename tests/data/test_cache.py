@@ -233,3 +233,18 @@ def test_dataset_imported_by_the_store_loads_by_name(polychrome_home: Path, tmp_
     assert packed.domains == ["ink", "paint"] and packed.domain_counts() == {"ink": 3, "paint": 2}
     ref = store.resolve_dataset("imported")
     assert cache_paths(ref.path, 8, "crop")[0].is_file()
+
+
+def test_stem_partners_find_the_same_file_name_in_every_style():
+    files = ["images/a/x.png", "images/a/y.png", "images/b/y.png", "images/b/x.png",
+             "images/c/x.png", "images/b/z.png"]
+    labels = torch.tensor([0, 0, 1, 1, 2, 1])
+    packed = PackedDataset(images=torch.zeros(6, 3, 4, 4, dtype=torch.uint8), labels=labels,
+                           domains=["a", "b", "c"], files=files, resolution=4)
+    want = torch.tensor([[0, 3, 4], [1, 2, -1], [1, 2, -1], [0, 3, 4], [0, 3, 4],
+                         [-1, 5, -1]])
+    assert torch.equal(packed.stem_partners(), want)
+    # Rows index the dataset they came from: a subset re-numbers them.
+    sub = packed.subset([5, 2, 1])
+    assert torch.equal(sub.stem_partners(), torch.tensor([[-1, 0, -1], [2, 1, -1], [2, 1, -1]]))
+    assert sub.subset([]).stem_partners().shape == (0, 3)

@@ -28,15 +28,19 @@ MODEL_CONFIGS = {
 STYLES = {"stargan": 3, "cyclegan": 2}
 
 
-def make_packed(n: int = 24, styles: int = 3) -> PackedDataset:
-    """Procedural images: a colour per style plus noise. Pixel (0, 0, 0) holds the row index."""
+def make_packed(n: int = 24, styles: int = 3, *, aligned: bool = False) -> PackedDataset:
+    """Procedural images: a colour per style plus noise. Pixel (0, 0, 0) holds the row index.
+
+    `aligned`: rows i, i+1, ... i+styles-1 share a file name (one subject in every style).
+    """
     g = torch.Generator().manual_seed(0)
     labels = torch.arange(n) % styles
     base = torch.tensor([[40, 40, 200], [220, 60, 40], [30, 180, 30]])[labels % 3]
     images = (base[:, :, None, None] + torch.randint(0, 50, (n, 3, R, R), generator=g))
     images = images.clamp(0, 255).to(torch.uint8)
     images[:, 0, 0, 0] = torch.arange(n, dtype=torch.uint8)
-    files = [f"images/s{int(y)}/img-{i:04d}.png" for i, y in enumerate(labels)]
+    files = [f"images/s{int(y)}/img-{i // styles if aligned else i:04d}.png"
+             for i, y in enumerate(labels)]
     return PackedDataset(images=images, labels=labels, domains=[f"s{k}" for k in range(styles)],
                          files=files, resolution=R)
 
@@ -154,19 +158,49 @@ def test_style_batches_pair_references_within_a_style():
     it = loader.forever()
     next(it)
     state = loader.state_dict()
-    x, y, x_ref, x_ref2, y_ref = next(it)
+    batch = next(it)
+    x, y, x_ref, x_ref2, y_ref = batch[:5]
+    assert batch.x_pair is None and batch.has_pair is None  # only when asked for
 
-    def rows(imgs: torch.Tensor) -> torch.Tensor:  # undo to_float on the index pixel
-        return ((imgs[:, 0, 0, 0] + 1) * 127.5).round().long()
-
-    assert torch.equal(packed.labels[rows(x)], y)
-    assert torch.equal(packed.labels[rows(x_ref)], y_ref)
-    assert torch.equal(packed.labels[rows(x_ref2)], y_ref)  # same style as the reference
+    assert torch.equal(packed.labels[_rows(x)], y)
+    assert torch.equal(packed.labels[_rows(x_ref)], y_ref)
+    assert torch.equal(packed.labels[_rows(x_ref2)], y_ref)  # same style as the reference
     # The state pins the next batch exactly (both loaders and the partner choice).
     again = StyleBatchLoader(packed, 5, device=torch.device("cpu"), seed=3)
     again.load_state_dict(state)
-    for t1, t2 in zip((x, y, x_ref, x_ref2, y_ref), next(again.forever()), strict=True):
+    for t1, t2 in zip(batch[:5], next(again.forever())[:5], strict=True):
         assert torch.equal(t1, t2)
+
+
+def _rows(imgs: torch.Tensor) -> torch.Tensor:  # undo to_float on the index pixel
+    return ((imgs[:, 0, 0, 0] + 1) * 127.5).round().long()
+
+
+def test_style_batches_bring_the_ground_truth_drawing_when_paired():
+    packed = make_packed(n=30, styles=3, aligned=True)
+    packed = packed.subset([i for i in range(30) if i != 7])  # subject 2 lacks style 1
+    loader = StyleBatchLoader(packed, 8, device=torch.device("cpu"), seed=5, paired=True)
+    seen_missing = 0
+    for _, b in zip(range(12), loader.forever(), strict=False):
+        src_files = [packed.files[int(r)] for r in packed_rows(packed, b.x)]
+        for i, f in enumerate(src_files):
+            want = f"images/s{int(b.y_trg[i])}/{f.rsplit('/', 1)[1]}"
+            if want in packed.files:
+                assert bool(b.has_pair[i])
+                assert packed.files[int(packed_rows(packed, b.x_pair[i:i + 1])[0])] == want
+            else:
+                seen_missing += 1
+                assert not bool(b.has_pair[i])
+    assert seen_missing > 0  # the gap was drawn and masked
+    lone = make_packed(n=12, styles=3)  # every file name unique: nothing to pair
+    with pytest.raises(PolychromeError, match="share file names"):
+        StyleBatchLoader(lone, 4, device=torch.device("cpu"), seed=0, paired=True)
+
+
+def packed_rows(packed: PackedDataset, imgs: torch.Tensor) -> torch.Tensor:
+    """Rows of `packed` holding these images (the index pixel names the original row)."""
+    index_pixel = packed.images[:, 0, 0, 0].long()
+    return torch.stack([torch.nonzero(index_pixel == r).flatten()[0] for r in _rows(imgs)])
 
 
 def test_image_pool_fills_then_mixes():
@@ -206,4 +240,20 @@ def test_stargan_identity_loss_and_skips_from_the_recipe(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     off = train(tiny_config("stargan", steps=1, checkpoint_every=0, sample_every=0),
                 packed=packed, run_dir=tmp_path / "off", tensorboard=False)
-    assert off.final["id"] == 0.0  # the paper's objective by default
+    assert off.final["id"] == 0.0 and off.final["pair"] == 0.0  # the paper's objective
+
+
+def test_stargan_paired_loss_trains_resumes_and_needs_shared_names(tmp_path):
+    packed = make_packed(n=24, styles=3, aligned=True)
+    cfg = tiny_config("stargan", steps=4, checkpoint_every=0, sample_every=0,
+                      trainer_options={"lambda_pair": 10.0})
+    straight = train(cfg, packed=packed, run_dir=tmp_path / "straight", tensorboard=False)
+    assert straight.final["pair"] > 0 and straight.final["ref_pair"] > 0
+    half = train(cfg, packed=packed, run_dir=tmp_path / "split", tensorboard=False,
+                 should_stop=_stop_after(2))
+    train(resume=half.run_dir, packed=packed, tensorboard=False)
+    a, b = _final_tensors(tmp_path / "straight"), _final_tensors(tmp_path / "split")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(PolychromeError, match="share file names"):
+        train(cfg, packed=make_packed(n=24, styles=3), run_dir=tmp_path / "lone",
+              tensorboard=False)

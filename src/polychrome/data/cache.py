@@ -106,6 +106,20 @@ class PackedDataset:
         rows = [i for i, f in enumerate(self.files) if (_stem(f) in held) == want]
         return self.subset(rows)
 
+    def stem_partners(self) -> torch.Tensor:
+        """(N, K) int64: row of the same file stem in each domain, -1 where there is none.
+
+        Style folders that draw the same subjects under the same names (the emoji set)
+        give every image its ground-truth drawing in the other styles; translation
+        metrics and stargan's optional paired loss look them up here.
+        """
+        by_stem: dict[str, int] = {}
+        stems = torch.tensor([by_stem.setdefault(_stem(f), len(by_stem)) for f in self.files],
+                             dtype=torch.int64)  # (N,) stem id per row
+        table = torch.full((len(by_stem), self.num_domains), -1, dtype=torch.int64)
+        table[stems, self.labels] = torch.arange(len(self), dtype=torch.int64)
+        return table[stems]
+
 
 def _stem(file: str) -> str:
     return PurePosixPath(file).stem

@@ -138,7 +138,7 @@ class InMemoryLoader:
             x = self.transform(x)
         return x, y
 
-    def _next(self) -> Batch:
+    def _next_rows(self) -> torch.Tensor:
         order = self._epoch_order(self._epoch)
         start = self._position * self.batch_size
         idx = order[start:start + self.batch_size]
@@ -146,7 +146,10 @@ class InMemoryLoader:
         self._position += 1
         if self._position >= self.batches_per_epoch:
             self._epoch, self._position = self._epoch + 1, 0
-        return self._fetch(idx)
+        return idx
+
+    def _next(self) -> Batch:
+        return self._fetch(self._next_rows())
 
     def __len__(self) -> int:
         """Batches per epoch on this rank (identical on every rank)."""
@@ -166,6 +169,11 @@ class InMemoryLoader:
     def next_batch(self) -> Batch:
         """One batch (the same one `forever()` would give next)."""
         return self._next()
+
+    def next_batch_with_rows(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(rows, x, y): the next batch and the dataset rows it holds ((B,) int64, CPU)."""
+        rows = self._next_rows()
+        return (rows, *self._fetch(rows))
 
     # -- exact resume --------------------------------------------------------------------
     @property

@@ -141,14 +141,14 @@ def style_mapping(model_styles: Sequence[str], domains: Sequence[str]) -> dict[i
 
 def paired_rows(held: PackedDataset, mapping: dict[int, int]) -> list[tuple[int, int]]:
     """(source row, target row) for every stem and ordered pair of mapped styles."""
-    by_stem: dict[str, dict[int, int]] = defaultdict(dict)
-    for row, (f, d) in enumerate(zip(held.files, held.labels.tolist(), strict=True)):
-        if d in mapping:
-            by_stem[PurePosixPath(f).stem][d] = row
+    partners = held.stem_partners()  # (N, K): the row of the same stem in each style
+    first: dict[str, int] = {}
+    for row, f in enumerate(held.files):
+        first.setdefault(PurePosixPath(f).stem, row)
     pairs = []
-    for stem in sorted(by_stem):
-        rows = by_stem[stem]
-        pairs += [(rows[a], rows[b]) for a in sorted(rows) for b in sorted(rows) if a != b]
+    for stem in sorted(first):
+        rows = [r for d, r in enumerate(partners[first[stem]].tolist()) if r >= 0 and d in mapping]
+        pairs += [(a, b) for a in rows for b in rows if a != b]
     return pairs
 
 

@@ -305,6 +305,7 @@ class StarGAN(GANModel):
         "ds_decay_steps": 0,  # ... over this many steps; 0 = the whole run (paper)
         "lambda_cyc": 1.0,
         "lambda_id": 0.0,  # identity loss |x - G(x, E(x, y))| (not in the paper)
+        "lambda_pair": 0.0,  # paired loss on same-named files (not in the paper)
         "r1_gamma": 1.0,
         "ema_decay": 0.999,
         "batch_size": 8,

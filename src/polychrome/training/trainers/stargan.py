@@ -8,6 +8,7 @@ s = E(x_ref, y_trg). The generator objective is
           - lambda_ds  * |G(x, s1) - G(x, s2)|_1              (diversity, decays to 0)
           + lambda_cyc * |x - G(G(x, s), E(x, y_org))|_1      (cycle consistency)
           + lambda_id  * |x - G(x, E(x, y_org))|_1            (identity; not in the paper)
+          + lambda_pair * |G(x, s) - x_trg|_1                 (paired; not in the paper)
 
 D is a multi-task discriminator: it is asked "real image of domain y?" with y the
 source label for real images and y_trg for fakes; R1 on real images. The latent step
@@ -19,13 +20,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
 from ...data.cache import PackedDataset
 from ...data.loader import InMemoryLoader, to_float
+from ...errors import ConfigError
 from ..losses import get_losses
 from ..monitor import tile_images
 from ..regularizers import r1_penalty
@@ -35,24 +37,38 @@ from .translation import TranslationTrainer, pick_sources, translation_trainer
 
 MAX_GRID_ROWS = 16  # styles shown in a sample grid (one row each)
 
-StyleBatch = tuple[torch.Tensor, ...]  # x, y, x_ref, x_ref2, y_ref
+class StyleBatch(NamedTuple):
+    x: torch.Tensor  # (B, 3, R, R) sources in [-1, 1]
+    y: torch.Tensor  # (B,) their styles
+    x_ref: torch.Tensor  # (B, 3, R, R) references, one per target style
+    x_ref2: torch.Tensor  # (B, 3, R, R) another image of each reference's style
+    y_trg: torch.Tensor  # (B,) the target styles
+    # With `paired`: the source's own drawing in the target style (zeros where the
+    # dataset has none) and (B,) bool where it exists. None otherwise.
+    x_pair: torch.Tensor | None = None
+    has_pair: torch.Tensor | None = None
 
 
 class StyleBatchLoader:
     """Source batches plus pairs of reference images from one target style.
 
-    forever() yields (x, y, x_ref, x_ref2, y_ref): x, x_ref, x_ref2 (B, 3, R, R) float in
-    [-1, 1]; y, y_ref (B,) int64. Sources are shuffled rows; references are drawn with
+    forever() yields StyleBatch. Sources are shuffled rows; references are drawn with
     the styles balanced (each target style equally often, as the paper samples target
     domains uniformly); x_ref2 is another image of the same style as x_ref, picked by a
     generator seeded from the reference loader's position, so the state is just the two
-    loaders' positions.
+    loaders' positions. `paired` adds each source's ground truth in the target style
+    (same file stem), a pure lookup that changes no state.
     """
 
     def __init__(self, packed: PackedDataset, batch_size: int, *, device: torch.device,
-                 seed: int, rank: int = 0, world_size: int = 1):
+                 seed: int, rank: int = 0, world_size: int = 1, paired: bool = False):
         self.packed, self.device, self.rank = packed, device, rank
         self.seed = seed
+        self.partners = packed.stem_partners() if paired else None  # (N, K) rows or -1
+        if self.partners is not None and not bool((self.partners >= 0).sum(1).gt(1).any()):
+            raise ConfigError("stargan: lambda_pair needs a dataset whose style folders share "
+                              "file names (the same subject drawn in two or more styles); "
+                              "this one has none", code="no_pairs")
         self.src = InMemoryLoader(packed, batch_size, device=device, seed=seed, shuffle=True,
                                   drop_last=True, rank=rank, world_size=world_size)
         self.ref = InMemoryLoader(packed, batch_size, device=device,
@@ -73,12 +89,25 @@ class StyleBatchLoader:
         rows = self._rows[self._start[y] + within]
         return to_float(self.packed.images.index_select(0, rows).to(self.device))
 
+    def _ground_truth(self, rows: torch.Tensor,
+                      y_trg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The drawings of `rows`' stems in styles `y_trg`: (B, 3, R, R), (B,) bool."""
+        found = self.partners[rows, y_trg.cpu()]  # (B,) row or -1
+        has = found >= 0
+        images = self.packed.images.index_select(0, found.clamp(min=0))
+        images[~has] = 0
+        return to_float(images.to(self.device)), has.to(self.device)
+
     def forever(self) -> Iterator[StyleBatch]:
         while True:
-            x, y = self.src.next_batch()
+            rows, x, y = self.src.next_batch_with_rows()
             epoch, position = self.ref.epoch, self.ref.position
             x_ref, y_ref = self.ref.next_batch()
-            yield x, y, x_ref, self._partners(y_ref, epoch, position), y_ref
+            x_ref2 = self._partners(y_ref, epoch, position)
+            if self.partners is None:
+                yield StyleBatch(x, y, x_ref, x_ref2, y_ref)
+            else:
+                yield StyleBatch(x, y, x_ref, x_ref2, y_ref, *self._ground_truth(rows, y_ref))
 
     def state_dict(self) -> dict[str, Any]:
         return {"src": self.src.state_dict(), "ref": self.ref.state_dict()}
@@ -114,11 +143,17 @@ class StarGANTrainer(TranslationTrainer):
         # the generator pass content through from the first steps, which short CPU
         # budgets need.
         self.lambda_id = float(self.option("lambda_id"))
+        # Paired loss (not in the paper, default off): on data sets whose style folders
+        # share file names, |G(x, s) - x_trg|_1 with x_trg the source's own drawing in the
+        # target style, a pix2pix-style term that turns the unpaired translator into a
+        # supervised one where ground truth exists.
+        self.lambda_pair = float(self.option("lambda_pair"))
 
     def make_loader(self, packed: PackedDataset) -> StyleBatchLoader:
         return StyleBatchLoader(packed, int(self.config.batch_size), device=self.ctx.device,
                                 seed=int(self.config.seed), rank=self.ctx.env.rank,
-                                world_size=self.ctx.env.world_size)
+                                world_size=self.ctx.env.world_size,
+                                paired=self.lambda_pair > 0)
 
     def lambda_ds(self, step: int) -> float:
         """Diversity weight at `step`: linear from lambda_ds to 0 over ds_decay_steps."""
@@ -129,14 +164,15 @@ class StarGANTrainer(TranslationTrainer):
 
     # -- one step ------------------------------------------------------------------------
     def train_step(self, data: Iterator[StyleBatch], step: int) -> Logs:
-        x, y, x_ref, x_ref2, y_trg = next(data)
+        b = next(data)
+        x, y, y_trg = b.x, b.y, b.y_trg
         n = x.shape[0]
         z1, z2 = self._z(n), self._z(n)
         logs: Logs = {}
         logs.update(self._d_step(x, y, y_trg, step, 0, z=z1))
-        logs.update(_prefixed("ref_", self._d_step(x, y, y_trg, step, 1, ref=x_ref)))
-        logs.update(self._g_step(x, y, y_trg, step, styles=(z1, z2)))
-        logs.update(_prefixed("ref_", self._g_step(x, y, y_trg, step, refs=(x_ref, x_ref2))))
+        logs.update(_prefixed("ref_", self._d_step(x, y, y_trg, step, 1, ref=b.x_ref)))
+        logs.update(self._g_step(b, step, styles=(z1, z2)))
+        logs.update(_prefixed("ref_", self._g_step(b, step, refs=(b.x_ref, b.x_ref2))))
         logs["lambda_ds"] = torch.tensor(self.lambda_ds(step))
         if self.ada is not None:
             logs["aug_p"] = torch.tensor(self.ada.p)
@@ -164,9 +200,10 @@ class StarGANTrainer(TranslationTrainer):
         self.update_ada(real_logits)
         return logs
 
-    def _g_step(self, x: torch.Tensor, y: torch.Tensor, y_trg: torch.Tensor, step: int, *,
+    def _g_step(self, b: StyleBatch, step: int, *,
                 styles: tuple[torch.Tensor, torch.Tensor] | None = None,
                 refs: tuple[torch.Tensor, torch.Tensor] | None = None) -> Logs:
+        x, y, y_trg = b.x, b.y, b.y_trg
         lam_ds = self.lambda_ds(step)
         latent = refs is None
 
@@ -196,9 +233,16 @@ class StarGANTrainer(TranslationTrainer):
             if self.lambda_id > 0:
                 loss_id = (self.G(x, s_own) - x).abs().mean()
                 loss = loss + self.lambda_id * loss_id
+            loss_pair = torch.zeros((), device=x.device)
+            if self.lambda_pair > 0:  # mean over the rows whose ground truth exists
+                per_row = (fake.float() - b.x_pair).abs().mean(dim=(1, 2, 3))  # (B,)
+                mask = b.has_pair.to(per_row.dtype)
+                loss_pair = (per_row * mask).sum() / mask.sum().clamp(min=1)
+                loss = loss + self.lambda_pair * loss_pair
         self.step_many(("g", "f", "e") if latent else ("g",), loss.float(), self.params)
         logs.update({"sty": loss_sty.detach(), "ds": loss_ds.detach(),
-                     "cyc": loss_cyc.detach(), "id": loss_id.detach()})
+                     "cyc": loss_cyc.detach(), "id": loss_id.detach(),
+                     "pair": loss_pair.detach()})
         return logs
 
     # -- samples -------------------------------------------------------------------------
