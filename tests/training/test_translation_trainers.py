@@ -246,9 +246,10 @@ def test_stargan_identity_loss_and_skips_from_the_recipe(tmp_path):
 def test_stargan_paired_loss_trains_resumes_and_needs_shared_names(tmp_path):
     packed = make_packed(n=24, styles=3, aligned=True)
     cfg = tiny_config("stargan", steps=4, checkpoint_every=0, sample_every=0,
-                      trainer_options={"lambda_pair": 10.0})
+                      trainer_options={"lambda_pair": 10.0, "lambda_cyc": 0.0})
     straight = train(cfg, packed=packed, run_dir=tmp_path / "straight", tensorboard=False)
     assert straight.final["pair"] > 0 and straight.final["ref_pair"] > 0
+    assert straight.final["cyc"] == 0.0  # a zero-weight term is skipped
     half = train(cfg, packed=packed, run_dir=tmp_path / "split", tensorboard=False,
                  should_stop=_stop_after(2))
     train(resume=half.run_dir, packed=packed, tensorboard=False)

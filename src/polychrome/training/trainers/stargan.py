@@ -224,11 +224,14 @@ class StarGANTrainer(TranslationTrainer):
                 with torch.no_grad():
                     fake2 = self.G(x, style(1))
                 loss_ds = (fake - fake2).abs().mean()
-            s_own = self.E(x, y)  # the source's own style code
-            rec = self.G(fake, s_own)  # back to the source style
-            loss_cyc = (rec - x).abs().mean()
-            loss = (adv + self.lambda_sty * loss_sty - lam_ds * loss_ds
-                    + self.lambda_cyc * loss_cyc)
+            loss = adv + self.lambda_sty * loss_sty - lam_ds * loss_ds
+            # Terms with a zero weight are skipped, not computed and multiplied by 0.
+            s_own = self.E(x, y) if self.lambda_cyc > 0 or self.lambda_id > 0 else None
+            loss_cyc = torch.zeros((), device=x.device)
+            if self.lambda_cyc > 0:
+                rec = self.G(fake, s_own)  # back to the source style
+                loss_cyc = (rec - x).abs().mean()
+                loss = loss + self.lambda_cyc * loss_cyc
             loss_id = torch.zeros((), device=x.device)
             if self.lambda_id > 0:
                 loss_id = (self.G(x, s_own) - x).abs().mean()
