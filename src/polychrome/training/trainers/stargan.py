@@ -67,8 +67,10 @@ class StyleBatchLoader:
         self.partners = packed.stem_partners() if paired else None  # (N, K) rows or -1
         if self.partners is not None and not bool((self.partners >= 0).sum(1).gt(1).any()):
             raise ConfigError("stargan: lambda_pair needs a dataset whose style folders share "
-                              "file names (the same subject drawn in two or more styles); "
-                              "this one has none", code="no_pairs")
+                              "file names (the same subject drawn in two or more styles) "
+                              "and this one has none: set trainer_options.lambda_pair to 0 "
+                              "(scripts/defaults/emoji-stargan-unpaired.yaml is such a recipe)",
+                              code="no_pairs")
         self.src = InMemoryLoader(packed, batch_size, device=device, seed=seed, shuffle=True,
                                   drop_last=True, rank=rank, world_size=world_size)
         self.ref = InMemoryLoader(packed, batch_size, device=device,
