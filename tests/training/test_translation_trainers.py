@@ -218,8 +218,8 @@ def test_image_pool_fills_then_mixes():
     assert torch.equal(off.query(new, g), new)
 
 
-@pytest.mark.parametrize("recipe_name, logged", [("emoji-stargan", "pair"),
-                                                  ("emoji-stargan-unpaired", "id")])
+@pytest.mark.parametrize("recipe_name, logged", [("emoji-stargan", "id"),
+                                                  ("emoji-stargan-paired", "pair")])
 def test_stargan_recipes_train_and_resume_exactly(recipe_name, logged, tmp_path):
     """The shipped recipes' options (skips, lazy R1, lambda_pair / lambda_id, ...) load,
     train on aligned style folders and resume bit for bit."""

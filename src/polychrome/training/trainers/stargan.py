@@ -69,7 +69,7 @@ class StyleBatchLoader:
             raise ConfigError("stargan: lambda_pair needs a dataset whose style folders share "
                               "file names (the same subject drawn in two or more styles) "
                               "and this one has none: set trainer_options.lambda_pair to 0 "
-                              "(scripts/defaults/emoji-stargan-unpaired.yaml is such a recipe)",
+                              "(scripts/defaults/emoji-stargan.yaml is such a recipe)",
                               code="no_pairs")
         self.src = InMemoryLoader(packed, batch_size, device=device, seed=seed, shuffle=True,
                                   drop_last=True, rank=rank, world_size=world_size)
