@@ -37,14 +37,15 @@ from .translation import TranslationTrainer, pick_sources, translation_trainer
 
 MAX_GRID_ROWS = 16  # styles shown in a sample grid (one row each)
 
+
 class StyleBatch(NamedTuple):
     x: torch.Tensor  # (B, 3, R, R) sources in [-1, 1]
     y: torch.Tensor  # (B,) their styles
     x_ref: torch.Tensor  # (B, 3, R, R) references, one per target style
     x_ref2: torch.Tensor  # (B, 3, R, R) another image of each reference's style
     y_trg: torch.Tensor  # (B,) the target styles
-    # With `paired`: the source's own drawing in the target style (zeros where the
-    # dataset has none) and (B,) bool where it exists. None otherwise.
+    # With `paired`: the source's own drawing in the target style (black where the
+    # dataset has none, masked out by has_pair) and (B,) bool where it exists. None otherwise.
     x_pair: torch.Tensor | None = None
     has_pair: torch.Tensor | None = None
 
