@@ -136,3 +136,24 @@ def test_checkpoint_tensors_are_plain(polychrome_home, tmp_path, capsys):
     assert state["trainer"] == {}  # no ADA unless asked
     suffixes = {p.suffix for p in run.rglob("*") if p.is_file()}
     assert not suffixes & {".pt", ".pth", ".pkl", ".pickle"}
+
+
+def test_train_crop_flag_trains_on_crops(polychrome_home, tmp_path, capsys):
+    make_dataset_dir(polychrome_home, size=40)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({"model_config": {
+        "width": 8, "max_width": 16, "style_dim": 8, "latent_dim": 4, "mapping_dim": 16,
+        "mapping_shared_layers": 1, "mapping_head_layers": 1, "e_width": 8, "e_max_width": 16,
+        "d_width": 8, "d_max_width": 16}, "checkpoint_every": 0, "sample_every": 0}))
+    rc = main(["train", "stargan", "--dataset", "toy", "--config", str(cfg), "--crop", "16",
+               "--scale", "16,40", "--steps", "2", "--batch-size", "2",
+               "--run-dir", str(tmp_path / "run"), "--json"])
+    res = _json_line(capsys.readouterr().out)
+    assert rc == 0 and res["steps"] == 2
+    model = GANModel.from_pretrained(res["model"]["path"])
+    assert model.meta["fit"] == "crops" and model.meta["scale"] == [16, 40]
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["fit"] == "crops" and saved["crop"] == 16 and saved["resolution"] == 16
+    rc = main(["train", "stargan", "--dataset", "toy", "--crop", "16", "--scale", "8",
+               "--json"])
+    assert rc != 0 and "LO,HI" in capsys.readouterr().err

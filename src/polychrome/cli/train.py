@@ -60,6 +60,17 @@ def _check_store_name(name: str | None) -> None:
     validate_model_name(name)
 
 
+def _parse_scale(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        lo, hi = (int(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--scale takes LO,HI (two integers, e.g. 128,384), got {text!r}") \
+            from None
+    return [lo, hi]
+
+
 @app.command("train")
 @click.argument("model", required=False)
 @click.option("--dataset", help="Dataset name, or name:version (default: latest version).")
@@ -68,6 +79,11 @@ def _check_store_name(name: str | None) -> None:
 @click.option("--steps", type=int, help="Total steps (generator updates) to reach.")
 @click.option("--batch-size", type=int, help="Batch size per process.")
 @click.option("--resolution", type=int, help="Training resolution in pixels (power of two).")
+@click.option("--crop", type=int,
+              help="Train on random CROP x CROP crops of the pictures at their own size "
+                   "(translation models; sets the resolution).")
+@click.option("--scale", help="With --crop: LO,HI shorter side in pixels the pictures are "
+                              "scaled to before cropping (default 2x..6x the crop).")
 @click.option("--seed", type=int, help="Seed: a seeded CPU run is bit-reproducible.")
 @click.option("--run-dir", type=click.Path(file_okay=False),
               help="Run directory (default: $POLYCHROME_HOME/runs/<timestamp>-<model>-<dataset>).")
@@ -78,7 +94,7 @@ def _check_store_name(name: str | None) -> None:
 @json_option
 def train_cmd(model: str | None, dataset: str | None, config_path: str | None,
               steps: int | None, batch_size: int | None, resolution: int | None,
-              seed: int | None, run_dir: str | None, name: str | None, device: str | None,
+              crop: int | None, scale: str | None, seed: int | None, run_dir: str | None, name: str | None, device: str | None,
               resume: str | None, as_json: bool) -> None:
     """Train MODEL on a dataset (one folder per style), or --resume RUN_DIR.
 
@@ -92,8 +108,9 @@ def train_cmd(model: str | None, dataset: str | None, config_path: str | None,
 
     flags = {"steps": steps, "batch_size": batch_size, "resolution": resolution, "seed": seed,
              "name": name, "device": device}
+    crop_flags = {"crop": crop, "scale": _parse_scale(scale)}
     if resume is not None:
-        if model or dataset or config_path or run_dir:
+        if model or dataset or config_path or run_dir or crop or scale:
             raise ConfigError("with --resume, MODEL, --dataset, --config and --run-dir come "
                               "from the run; only --steps, --batch-size, --seed, --name and "
                               "--device may be given")
@@ -108,7 +125,7 @@ def train_cmd(model: str | None, dataset: str | None, config_path: str | None,
             raise ConfigError("missing MODEL (e.g. `polychrome train dcgan --dataset NAME`)")
         if not raw.get("dataset"):
             raise ConfigError("missing --dataset NAME")
-        cfg = TrainConfig.from_dict(raw).replace(**flags)
+        cfg = TrainConfig.from_dict(raw).replace(**flags, **crop_flags)
         run_path, overrides = (Path(run_dir) if run_dir else None), None
     _check_store_name(name or (None if cfg is None else cfg.name)
                       or (None if cfg is None else _default_name(cfg)))

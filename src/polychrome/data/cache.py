@@ -106,6 +106,11 @@ class PackedDataset:
         rows = [i for i, f in enumerate(self.files) if (_stem(f) in held) == want]
         return self.subset(rows)
 
+    def gather(self, rows: torch.Tensor, key: int = 0) -> torch.Tensor:
+        """(B,) rows -> (B, 3, R, R) uint8. `key` seeds the random crops of a crops-mode
+        dataset (data/crops.py); whole pictures ignore it."""
+        return self.images.index_select(0, rows)
+
     def stem_partners(self) -> torch.Tensor:
         """(N, K) int64: row of the same file stem in each domain, -1 where there is none.
 
@@ -387,9 +392,16 @@ def resolve_dataset_dir(dataset: str | Path, version: int | None = None) -> Path
 
 
 def load_packed(dataset: str | Path, resolution: int, fit: str = "crop",
-                version: int | None = None) -> PackedDataset:
+                version: int | None = None,
+                scale: Sequence[int] | None = None) -> PackedDataset:
     """The packed cache for a dataset (name, "name:version" or version dir path).
 
-    Builds the cache if it is missing or stale (manifest changed).
+    Builds the cache if it is missing or stale (manifest changed). fit "crops" gives a
+    PackedCrops (pictures at their own size, random crops of side `resolution` taken at
+    shorter sides in `scale`); "crop" / "pad" square whole pictures.
     """
+    if fit == "crops":
+        from .crops import load_crops_dir
+
+        return load_crops_dir(resolve_dataset_dir(dataset, version), resolution, scale)
     return load_cache_dir(resolve_dataset_dir(dataset, version), resolution, fit)

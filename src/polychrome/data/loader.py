@@ -92,6 +92,7 @@ class InMemoryLoader:
             self._domain_start = torch.cumsum(counts, 0) - counts
             self._domain_count = counts
             self._present = torch.nonzero(counts).flatten()  # domains that have images
+        self.last_key = 0  # seed of the last batch's crops (crops-mode data)
         self._epoch = 0
         self._position = 0  # batches of the current epoch already delivered on this rank
         self._order_epoch = -1
@@ -126,8 +127,12 @@ class InMemoryLoader:
         return self._epoch_order(epoch).clone()
 
     # -- batches -------------------------------------------------------------------------
-    def _fetch(self, idx: torch.Tensor) -> Batch:
-        x = self.packed.images.index_select(0, idx)  # (B, 3, R, R) uint8, CPU
+    def batch_key(self, epoch: int, position: int) -> int:
+        """Seed of batch `position` of `epoch` on this rank (random crops: data/crops.py)."""
+        return epoch_seed(self.seed, epoch * 1_000_003 + position * 97 + self.rank)
+
+    def _fetch(self, idx: torch.Tensor, key: int = 0) -> Batch:
+        x = self.packed.gather(idx, key)  # (B, 3, R, R) uint8, CPU
         y = self.packed.labels.index_select(0, idx)  # (B,) int64
         if self.pin_memory:
             x, y = x.pin_memory(), y.pin_memory()
@@ -142,6 +147,7 @@ class InMemoryLoader:
         order = self._epoch_order(self._epoch)
         start = self._position * self.batch_size
         idx = order[start:start + self.batch_size]
+        self.last_key = self.batch_key(self._epoch, self._position)
         # Advance before returning, so state_dict() taken after a batch names the next one.
         self._position += 1
         if self._position >= self.batches_per_epoch:
@@ -149,7 +155,8 @@ class InMemoryLoader:
         return idx
 
     def _next(self) -> Batch:
-        return self._fetch(self._next_rows())
+        rows = self._next_rows()
+        return self._fetch(rows, self.last_key)
 
     def __len__(self) -> int:
         """Batches per epoch on this rank (identical on every rank)."""
@@ -173,7 +180,7 @@ class InMemoryLoader:
     def next_batch_with_rows(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(rows, x, y): the next batch and the dataset rows it holds ((B,) int64, CPU)."""
         rows = self._next_rows()
-        return (rows, *self._fetch(rows))
+        return (rows, *self._fetch(rows, self.last_key))
 
     # -- exact resume --------------------------------------------------------------------
     @property

@@ -20,7 +20,7 @@ from ..errors import ConfigError
 LOSSES = ("ns", "hinge", "wgan", "lsgan")
 SCHEDULES = ("constant", "linear", "cosine")
 AMP_MODES = ("off", "auto", "bf16", "fp16")
-FITS = ("crop", "pad")
+FITS = ("crop", "pad", "crops")  # whole picture squared by crop / pad, or random crops
 SPLITS = ("all", "train", "heldout")
 
 # Keys a model's `train_defaults` may supply (a None in the config means "take the default").
@@ -44,8 +44,10 @@ class TrainConfig:
     model_config: dict[str, Any] = dataclasses.field(default_factory=dict)
     dataset: str = ""
     dataset_version: int | None = None
-    resolution: int = 32
-    fit: str = "crop"
+    resolution: int = 32  # model resolution; in crops mode, the crop side
+    fit: str = "crop"  # crop | pad: whole pictures squared; crops: random crops (data/crops.py)
+    crop: int | None = None  # crop side: sets fit "crops" and resolution = crop
+    scale: list[int] | None = None  # crops: [lo, hi] shorter side (px) pictures are cut at
     split: str = "all"
     steps: int = 10_000  # generator updates (one step = n_critic D updates + 1 G update)
     seed: int = 0
@@ -104,6 +106,14 @@ class TrainConfig:
             raise ConfigError(
                 f"unknown config key(s): {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}"
             )
+        d = dict(d)
+        if d.get("fit") == "whole":
+            d["fit"] = "crop"
+        if d.get("crop") is not None:  # --crop N: crops mode at N px
+            if d.get("fit") not in (None, "crop", "crops"):  # "crop" is the default
+                raise ConfigError(f"crop {d['crop']} trains on random crops: it cannot be "
+                                  f"combined with fit {d['fit']!r}")
+            d["fit"], d["resolution"] = "crops", d["crop"]
         cfg = cls(**d)
         cfg.validate(resolved=False)
         return cfg
@@ -127,6 +137,16 @@ class TrainConfig:
         need(self.steps >= 0, f"steps must be >= 0, got {self.steps}")
         need(self.resolution >= 8, f"resolution must be >= 8, got {self.resolution}")
         need(self.fit in FITS, f"fit must be one of {FITS}, got {self.fit!r}")
+        if self.fit == "crops":
+            from ..data.crops import check_scale, default_scale
+
+            if self.crop is not None:
+                need(self.crop == self.resolution, f"crop {self.crop} and resolution "
+                     f"{self.resolution} disagree (set only crop)")
+            check_scale(self.resolution, self.scale if self.scale is not None
+                        else default_scale(self.resolution))
+        else:
+            need(self.scale is None, "scale applies to crops mode only (fit: crops)")
         need(self.split in SPLITS, f"split must be one of {SPLITS}, got {self.split!r}")
         need(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         need(self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}, got {self.amp!r}")
@@ -190,6 +210,11 @@ def resolve_config(cfg: TrainConfig, train_defaults: dict[str, Any]) -> TrainCon
         d["instance_noise_steps"] = d["steps"]
     if d["name"] is None:
         d["name"] = default_model_name(d["dataset"], d["model"])
+    if d["fit"] == "crops":
+        from ..data.crops import default_scale
+
+        d["crop"] = d["resolution"]
+        d["scale"] = list(d["scale"] or default_scale(d["resolution"]))
     out = TrainConfig.from_dict(d)
     out.validate(resolved=True)
     return out

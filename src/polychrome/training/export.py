@@ -47,6 +47,9 @@ def export_model(run_dir: str | Path, out_dir: str | Path, *, which: str = "late
         "resolution": int(model.config.resolution),
         "fit": data.get("fit"),
     }
+    if data.get("fit") == "crops":  # pictures at their own size: crop side and scale range
+        meta["crop"] = int(model.config.resolution)
+        meta["scale"] = list(data.get("scale") or [])
     if state.get("metrics"):
         meta["metrics"] = dict(state["metrics"])
     model.eval().save_pretrained(out_dir, modules=modules, meta=meta)

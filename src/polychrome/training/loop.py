@@ -154,6 +154,9 @@ class _Run:
         # Same initial weights on every rank: build the model from the run seed alone.
         torch.manual_seed(raw.seed)
         model = create_model(raw.model, **model_kwargs(raw, self.packed.num_domains))
+        if raw.fit == "crops" and model.family != "translation":
+            raise ConfigError(f"{raw.model} draws whole pictures from noise: crops mode "
+                              "(--crop) is for image -> image models (stargan, cyclegan)")
         self.cfg = cfg = resolve_config(raw, model.train_defaults)
         self.device = env.device
         self.amp_dtype = ddp.amp_dtype_for(cfg.amp, self.device)
@@ -200,7 +203,8 @@ class _Run:
             if not self.env.is_main:
                 ddp.barrier(self.env)
             self.dataset = resolve_dataset(name, version)
-            self.packed = load_packed(self.dataset.path, raw.resolution, raw.fit)
+            self.packed = load_packed(self.dataset.path, raw.resolution, raw.fit,
+                                      scale=raw.scale)
             if self.env.is_main:
                 ddp.barrier(self.env)
         else:

@@ -69,6 +69,7 @@ def save_state(run: _Run, step: int, metrics: dict[str, float] | None = None) ->
                   "inference_modules": list(run.model.inference_modules)},
         "dataset": {**(dataset or {}), "domains": list(run.train_data.domains),
                     "resolution": cfg.resolution, "fit": cfg.fit, "split": cfg.split,
+                    "scale": cfg.scale,
                     "images": len(run.train_data)},
         "run": {"id": run.run_dir.name, "world_size": run.env.world_size,
                 "param_checksums": checksums},

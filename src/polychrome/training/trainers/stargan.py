@@ -90,27 +90,31 @@ class StyleBatchLoader:
         within = (torch.rand(len(y), generator=g, dtype=torch.float64) * self._count[y]).long()
         within = torch.minimum(within, self._count[y] - 1)
         rows = self._rows[self._start[y] + within]
-        return to_float(self.packed.images.index_select(0, rows).to(self.device))
+        key = derive_seed(self.seed, "ref2-crops", self.rank, epoch, position)
+        return to_float(self.packed.gather(rows, key).to(self.device))
 
-    def _ground_truth(self, rows: torch.Tensor,
-                      y_trg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The drawings of `rows`' stems in styles `y_trg`: (B, 3, R, R), (B,) bool."""
+    def _ground_truth(self, rows: torch.Tensor, y_trg: torch.Tensor,
+                      key: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The drawings of `rows`' stems in styles `y_trg`: (B, 3, R, R), (B,) bool.
+
+        `key` is the source batch's: crops-mode data cuts the same region of both."""
         found = self.partners[rows, y_trg.cpu()]  # (B,) row or -1
         has = found >= 0
-        images = self.packed.images.index_select(0, found.clamp(min=0))
+        images = self.packed.gather(found.clamp(min=0), key)
         images[~has] = 0
         return to_float(images.to(self.device)), has.to(self.device)
 
     def forever(self) -> Iterator[StyleBatch]:
         while True:
             rows, x, y = self.src.next_batch_with_rows()
+            key = self.src.last_key
             epoch, position = self.ref.epoch, self.ref.position
             x_ref, y_ref = self.ref.next_batch()
             x_ref2 = self._partners(y_ref, epoch, position)
             if self.partners is None:
                 yield StyleBatch(x, y, x_ref, x_ref2, y_ref)
             else:
-                yield StyleBatch(x, y, x_ref, x_ref2, y_ref, *self._ground_truth(rows, y_ref))
+                yield StyleBatch(x, y, x_ref, x_ref2, y_ref, *self._ground_truth(rows, y_ref, key))
 
     def state_dict(self) -> dict[str, Any]:
         return {"src": self.src.state_dict(), "ref": self.ref.state_dict()}

@@ -104,7 +104,7 @@ def pick_sources(packed: PackedDataset, n: int, generator: torch.Generator) -> t
         picks += [int(q[depth % len(q)]) for q in queues]
         depth += 1
     picks = picks[:n]
-    return to_float(packed.images[torch.tensor(picks)])
+    return to_float(packed.gather(torch.tensor(picks), 0))
 
 
 class DomainPairLoader:
