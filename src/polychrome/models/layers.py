@@ -14,7 +14,10 @@ styles (a blend of styles as an input, not as a change to the shared weights).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -185,6 +188,108 @@ class NoiseInjection(nn.Module):
 
 
 # -- normalisation ----------------------------------------------------------------------
+class NormStats:
+    """Instance-norm statistics of one picture, recorded by `record_norm_stats`.
+
+    Holds, per InstanceNorm2d module, the (mean, biased var) of each of its calls in call
+    order, each (B, C, 1, 1) float32: a few floats per channel, never the activations.
+    Keyed by id(module), so it is only meaningful for the model instance it came from.
+    """
+
+    def __init__(self) -> None:
+        self.stats: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.stats.values())
+
+
+class _NormProvider:
+    """One active record / apply scope; `cursor` counts calls per module in this scope."""
+
+    def __init__(self, mode: str, stats: NormStats):
+        self.mode = mode
+        self.stats = stats
+        self.cursor: dict[int, int] = {}
+
+
+# A ContextVar, not a module attribute: concurrent requests on one shared model (threads or
+# asyncio tasks) each see only their own scope.
+_NORM_PROVIDER: contextvars.ContextVar[_NormProvider | None] = contextvars.ContextVar(
+    "polychrome_norm_stats_provider", default=None)
+
+
+@contextlib.contextmanager
+def record_norm_stats() -> Iterator[NormStats]:
+    """Every InstanceNorm2d run inside normalises as usual and records its statistics."""
+    stats = NormStats()
+    token = _NORM_PROVIDER.set(_NormProvider("record", stats))
+    try:
+        yield stats
+    finally:
+        _NORM_PROVIDER.reset(token)
+
+
+@contextlib.contextmanager
+def apply_norm_stats(stats: NormStats) -> Iterator[NormStats]:
+    """Every InstanceNorm2d run inside normalises with `stats` instead of its input's own.
+
+    Enter it once per forward (per tile): calls are matched to the recorded ones in order,
+    so a module that runs twice in a forward gets its first and second statistics.
+    """
+    token = _NORM_PROVIDER.set(_NormProvider("apply", stats))
+    try:
+        yield stats
+    finally:
+        _NORM_PROVIDER.reset(token)
+
+
+class InstanceNorm2d(nn.InstanceNorm2d):
+    """nn.InstanceNorm2d whose statistics can come from elsewhere (the whole picture).
+
+    With no provider it *is* nn.InstanceNorm2d (same forward, parameters, state_dict keys).
+    Under `record_norm_stats()` it also stores its per-(sample, channel) mean and biased
+    variance; under `apply_norm_stats(stats)` it normalises with those instead of the
+    input's own, so a tile of a picture is normalised exactly like the whole picture.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (B, C, H, W) -> same shape
+        provider = _NORM_PROVIDER.get()
+        # Running statistics (eval with track_running_stats) are already global; unbatched
+        # input is not something a tiled picture produces.
+        uses_input_stats = self.training or not self.track_running_stats
+        if provider is None or not uses_input_stats or x.dim() != 4:
+            return super().forward(x)
+        key = id(self)
+        # Statistics in float32 (float64 stays): half-precision sums over a picture overflow.
+        dtype = x.dtype if x.dtype == torch.float64 else torch.float32
+        if provider.mode == "record":
+            var, mean = torch.var_mean(x.detach().to(dtype), dim=(2, 3), keepdim=True,
+                                       correction=0)  # (B, C, 1, 1) each
+            provider.stats.stats.setdefault(key, []).append((mean, var))
+            return super().forward(x)  # the stock kernel: recording never changes the output
+        calls = provider.stats.stats.get(key, [])
+        i = provider.cursor.get(key, 0)
+        if i >= len(calls):
+            raise ModelError("no recorded normalisation statistics for this layer: they come "
+                             "from a different model or forward", code="norm_stats_missing")
+        provider.cursor[key] = i + 1
+        mean, var = calls[i]
+        b, c, h, w = x.shape
+        if mean.shape[1] != c or b % mean.shape[0]:
+            raise ModelError(f"recorded statistics {tuple(mean.shape)} do not fit input "
+                             f"{tuple(x.shape)}", code="norm_stats_mismatch")
+        # Inference-mode batch norm over (1, B*C, H, W) with the recorded statistics as its
+        # running ones: (x - mean) / sqrt(var + eps) * weight + bias in one fused kernel,
+        # without the temporaries of writing it out.
+        reps = b // mean.shape[0]
+        weight = self.weight.to(dtype).repeat(b) if self.affine else None
+        bias = self.bias.to(dtype).repeat(b) if self.affine else None
+        y = F.batch_norm(x.to(dtype).reshape(1, b * c, h, w), mean.reshape(-1).repeat(reps),
+                         var.reshape(-1).repeat(reps), weight, bias, False, 0.0, self.eps)
+        return y.reshape(b, c, h, w).to(x.dtype)
+
+
 class ConditionalBatchNorm2d(nn.Module):
     """BatchNorm whose scale and shift are looked up per class label (starts as plain BN)."""
 
@@ -212,7 +317,7 @@ class AdaIN(nn.Module):
 
     def __init__(self, num_features: int, style_dim: int):
         super().__init__()
-        self.norm = nn.InstanceNorm2d(num_features, affine=False)
+        self.norm = InstanceNorm2d(num_features, affine=False)
         self.fc = nn.Linear(style_dim, 2 * num_features)
 
     def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -226,7 +331,7 @@ def make_norm2d(kind: str, channels: int, *, num_classes: int = 0, style_dim: in
     if kind == "batch":
         return nn.BatchNorm2d(channels)
     if kind == "instance":
-        return nn.InstanceNorm2d(channels, affine=True)
+        return InstanceNorm2d(channels, affine=True)
     if kind == "layer":  # over (C, H, W) with per-channel affine; resolution independent
         return nn.GroupNorm(1, channels)
     if kind == "cbn":

@@ -21,6 +21,7 @@ from torch import nn
 
 from ...errors import ModelError
 from ..base import GANModel, ModelConfig
+from ..layers import InstanceNorm2d
 from ..registry import register_model
 
 
@@ -65,9 +66,9 @@ class _ResidualBlock(nn.Module):
         super().__init__()
         self.body = nn.Sequential(
             nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3, bias=False),
-            nn.InstanceNorm2d(ch, affine=True), nn.ReLU(),
+            InstanceNorm2d(ch, affine=True), nn.ReLU(),
             nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3, bias=False),
-            nn.InstanceNorm2d(ch, affine=True),
+            InstanceNorm2d(ch, affine=True),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -82,15 +83,15 @@ class ResnetGenerator(nn.Module):
         w, c = cfg.width, cfg.channels
         # Bias-free convs before instance norm: the norm's own shift makes a bias redundant.
         layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(c, w, 7, bias=False),
-                                   nn.InstanceNorm2d(w, affine=True), nn.ReLU()]
+                                   InstanceNorm2d(w, affine=True), nn.ReLU()]
         for _ in range(cfg.n_down):
             layers += [nn.Conv2d(w, 2 * w, 3, 2, 1, bias=False),
-                       nn.InstanceNorm2d(2 * w, affine=True), nn.ReLU()]
+                       InstanceNorm2d(2 * w, affine=True), nn.ReLU()]
             w *= 2
         layers += [_ResidualBlock(w) for _ in range(cfg.n_blocks)]
         for _ in range(cfg.n_down):
             layers += [nn.ConvTranspose2d(w, w // 2, 3, 2, 1, output_padding=1, bias=False),
-                       nn.InstanceNorm2d(w // 2, affine=True), nn.ReLU()]
+                       InstanceNorm2d(w // 2, affine=True), nn.ReLU()]
             w //= 2
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(w, c, 7), nn.Tanh()]
         self.net = nn.Sequential(*layers)
@@ -110,11 +111,11 @@ class PatchDiscriminator(nn.Module):
         for _ in range(cfg.patch_layers - 1):
             w_out = min(2 * w, 8 * cfg.d_width)
             layers += [nn.Conv2d(w, w_out, 4, 2, 1, bias=False),
-                       nn.InstanceNorm2d(w_out, affine=True), nn.LeakyReLU(0.2)]
+                       InstanceNorm2d(w_out, affine=True), nn.LeakyReLU(0.2)]
             w = w_out
         w_out = min(2 * w, 8 * cfg.d_width)
         layers += [nn.Conv2d(w, w_out, 4, 1, 1, bias=False),
-                   nn.InstanceNorm2d(w_out, affine=True), nn.LeakyReLU(0.2),
+                   InstanceNorm2d(w_out, affine=True), nn.LeakyReLU(0.2),
                    nn.Conv2d(w_out, 1, 4, 1, 1)]
         self.net = nn.Sequential(*layers)
 

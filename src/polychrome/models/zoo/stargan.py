@@ -25,7 +25,7 @@ from torch import nn
 
 from ...errors import ModelError
 from ..base import GANModel, ModelConfig
-from ..layers import ResBlock
+from ..layers import InstanceNorm2d, ResBlock
 from ..registry import register_model
 
 _SLOPE = 0.2  # LeakyReLU slope used throughout the paper
@@ -122,9 +122,9 @@ class DownBlock(nn.Module):
 
     def __init__(self, cin: int, cout: int, *, norm: bool):
         super().__init__()
-        self.norm1 = nn.InstanceNorm2d(cin, affine=True) if norm else nn.Identity()
+        self.norm1 = InstanceNorm2d(cin, affine=True) if norm else nn.Identity()
         self.conv1 = nn.Conv2d(cin, cin, 3, 1, 1)
-        self.norm2 = nn.InstanceNorm2d(cin, affine=True) if norm else nn.Identity()
+        self.norm2 = InstanceNorm2d(cin, affine=True) if norm else nn.Identity()
         self.conv2 = nn.Conv2d(cin, cout, 3, 1, 1)
         self.skip = nn.Conv2d(cin, cout, 1, bias=False) if cin != cout else None
 
@@ -169,7 +169,7 @@ class StarGenerator(nn.Module):
             ResBlock(ch[i + 1], ch[i], resample="up", norm="adain", act="lrelu", rescale=True,
                      style_dim=cfg.style_dim)
             for i in reversed(range(cfg.g_down)))
-        self.to_rgb = nn.Sequential(nn.InstanceNorm2d(ch[0], affine=True),
+        self.to_rgb = nn.Sequential(InstanceNorm2d(ch[0], affine=True),
                                     nn.LeakyReLU(_SLOPE), nn.Conv2d(ch[0], cfg.channels, 1))
         self.content_channels = ch[-1]
         self.content_size = cfg.resolution >> cfg.g_down
