@@ -38,6 +38,15 @@ class Settings(BaseSettings):
     inception_weights: Path | None = None
     # Register the default models that ship with the package on first use of a home.
     bundled_models: bool = True
+    # Pictures at their own size (crops-mode translators): the default working size is
+    # the picture's own, with its longer side capped here; an explicit size may not exceed it.
+    native_max_side: int = 4096
+    # Tiling engine (pipelines/tiling.py): above tile_max_pixels a picture runs in tiles of
+    # tile_side (memory stays bounded); normalisation statistics come from one pass over
+    # the whole picture, downscaled to tile_stats_max_pixels when it is larger.
+    tile_max_pixels: int = 2_097_152
+    tile_side: int = 512
+    tile_stats_max_pixels: int = 2_097_152
 
     # -- `polychrome serve` / `polychrome worker` ------------------------------------
     host: str = "127.0.0.1"  # loopback by default: exposing the API is a deliberate choice

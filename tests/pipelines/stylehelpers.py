@@ -42,12 +42,13 @@ def save_tiny(arch: str, directory: Path, **kw) -> Path:
     return directory
 
 
-def picture(seed: int, shape: tuple[int, int] = (20, 24)) -> np.ndarray:
-    """A random (H, W, 3) uint8 picture (not at the model's resolution on purpose)."""
+def picture(seed: int, shape: tuple[int, int] = (24, 24)) -> np.ndarray:
+    """A random (H, W, 3) uint8 picture (not at the model's resolution on purpose; square,
+    so whole-picture models see all of it and tests can compare with a direct forward)."""
     return np.random.default_rng(seed).integers(0, 256, (*shape, 3), dtype=np.uint8)
 
 
-def write_picture(path: Path, seed: int, shape: tuple[int, int] = (20, 24)) -> Path:
+def write_picture(path: Path, seed: int, shape: tuple[int, int] = (24, 24)) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(picture(seed, shape)).save(path)
     return path

@@ -71,7 +71,8 @@ def test_restyle_one_png_with_metadata_in_gallery(client):
                                           "strength": "0.5"},
                     files={"image": ("cat.png", _img(1), "image/png")})
     arr, meta = _png(r)
-    assert arr.shape == (16, 16, 3)
+    # a whole-picture model draws at 16 x 16 and gives it back at the input's 24 x 20 aspect
+    assert arr.shape == (13, 16, 3) and meta["drawn_at"] == "16x16"
     assert meta["model"] == "sg" and meta["version"] == "1" and meta["op"] == "restyle"
     assert meta["style"] == "neon" and meta["seed"] == "5" and meta["strength"] == "0.5"
     assert json.loads(meta["recipe"])["components"][0] == {"kind": "latent", "style": "neon",

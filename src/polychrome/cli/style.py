@@ -6,6 +6,7 @@ Thin wrappers: parse inputs, call polychrome.pipelines.style / animate / styleba
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,24 @@ def _bar(total: int, desc: str, quiet: bool):
                 disable=quiet or not sys.stderr.isatty())
 
 
-def _restyler(model: str, device: str):
+def _restyler(model: str, device: str, size: str | None = None):
     from ..pipelines.restyler import Restyler
 
-    return Restyler(model, device=device)
+    return Restyler(model, device=device, size=size)
+
+
+SIZE_HELP = ("Working size of models trained on crops: 'native' (default: the picture's own "
+             "size, capped by POLYCHROME_NATIVE_MAX_SIDE) or N, the longer side in pixels. "
+             "Whole-picture models draw at their resolution and give it back at the "
+             "picture's aspect.")
+
+
+def _size_facts(images: list, seconds: float) -> dict[str, Any]:
+    """width / height / tiles of the first image, what the model drew, and the time taken."""
+    meta = images[0].metadata
+    return {"width": int(images[0].array.shape[1]), "height": int(images[0].array.shape[0]),
+            "tiles": int(meta.get("tiles", "1") or 1), "drawn_at": meta.get("drawn_at", ""),
+            "size": meta.get("size") or None, "seconds": round(seconds, 3)}
 
 
 def _check_save_name(r: Any, name: str | None) -> None:
@@ -79,44 +94,57 @@ def _model_label(meta: dict[str, str]) -> str:
               help="Latent seed; variation k uses SEED+k.")
 @click.option("--variations", type=int, default=1, show_default=True,
               help="Images per input (different seeds).")
+@click.option("--size", default=None, help=SIZE_HELP)
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), required=True,
-              help="Output directory for the PNGs.")
+              help="Output directory for the PNGs, or OUT.png for a single image.")
 @click.option("--save-style", default=None,
               help="Save the target style code (variation 0) in the style bank as NAME.")
 @click.option("--device", default="cpu", show_default=True)
 @json_option
 def restyle_cmd(model: str, inputs: tuple[str, ...], style: str | None, reference: str | None,
                 strength: float, pixel_blend: float | None, source_style: str | None, seed: int,
-                variations: int, out_dir: Path, save_style: str | None, device: str,
-                as_json: bool) -> None:
+                variations: int, size: str | None, out_dir: Path, save_style: str | None,
+                device: str, as_json: bool) -> None:
     """Restyle INPUT images with a translation MODEL (stargan, cyclegan).
 
     Each PNG carries a recipe in its metadata that regenerates it bit for bit.
     """
-    from ..pipelines.style import require_translation, restyle, save_style_images
+    from ..pipelines.style import require_translation, restyle, save_image, save_style_images
 
-    r = _restyler(model, device)
+    one_file = out_dir.suffix.lower() == ".png"
+    if one_file and len(inputs) * variations != 1:
+        raise PolychromeError(f"-o {out_dir} names one PNG file but {len(inputs) * variations} "
+                              "images will be made: give a directory", code="bad_request")
+    r = _restyler(model, device, size)
     require_translation(r.model, "restyle")
     if not inputs:
         raise PolychromeError(f"restyle needs at least one INPUT image for {r.model.name}",
                               code="missing_input")
     _check_save_name(r, save_style)
+    t0 = time.perf_counter()
     with _bar(len(inputs) * max(variations, 1), "restyling", as_json) as bar:
         images = restyle(r.model, list(inputs), style=style, reference=reference,
                          strength=strength, seed=seed, variations=variations,
                          pixel_blend=pixel_blend, source_style=source_style, device=device,
                          restyler=r, progress=lambda done, total: bar.update(1))
-    stems = [Path(p).stem for p in inputs for _ in range(variations)]
-    paths = save_style_images(images, out_dir, stems)
+    seconds = time.perf_counter() - t0
+    if one_file:
+        paths = [save_image(images[0], out_dir)]
+    else:
+        stems = [Path(p).stem for p in inputs for _ in range(variations)]
+        paths = save_style_images(images, out_dir, stems)
     saved = _save_from(r, save_style, images[0].metadata)
     meta = images[0].metadata
     if as_json:
         emit_json({"images": [str(p) for p in paths], "model": meta["model"],
                    "version": meta["version"], "style": meta["style"], "seed": seed,
                    "variations": variations, "strength": strength, "pixel_blend": pixel_blend,
-                   "inputs": list(inputs), "saved_style": saved})
+                   "inputs": list(inputs), "saved_style": saved,
+                   **_size_facts(images, seconds)})
         return
-    echo(f"wrote {len(paths)} image(s) from {_model_label(meta)} ({meta['style']}) to {out_dir}")
+    w, h = images[0].array.shape[1], images[0].array.shape[0]
+    echo(f"wrote {len(paths)} image(s) of {w}x{h} from {_model_label(meta)} ({meta['style']}) "
+         f"to {out_dir} in {seconds:.1f} s")
     if saved:
         echo(f"saved style {saved['name']!r}")
 
@@ -127,7 +155,7 @@ def _weighted(items: tuple[str, ...], picture: bool, r: Any) -> list[tuple[Any, 
     out = []
     for text in items:
         spec, w = parse_weighted(text)
-        out.append((load_picture(r.model, spec) if picture else spec, w))
+        out.append((load_picture(r.model, spec, reference=True) if picture else spec, w))
     return out
 
 
@@ -146,6 +174,7 @@ def _weighted(items: tuple[str, ...], picture: bool, r: Any) -> list[tuple[Any, 
               help="Translation models: 0 = the input's own style, 1 = the blend.")
 @click.option("--pixel-blend", type=float, default=None, help="Also fade pixels (see restyle).")
 @click.option("--source-style", default=None, help="Style of INPUT, for --strength < 1.")
+@click.option("--size", default=None, help=SIZE_HELP)
 @click.option("-o", "--out", "out_path", type=click.Path(path_type=Path), required=True,
               help="Output PNG file.")
 @click.option("--save-style", default=None, help="Save the blended code in the style bank.")
@@ -153,8 +182,8 @@ def _weighted(items: tuple[str, ...], picture: bool, r: Any) -> list[tuple[Any, 
 @json_option
 def mix_cmd(model: str, input_image: str | None, styles: tuple[str, ...],
             references: tuple[str, ...], seed: int, crossover: int | None, strength: float,
-            pixel_blend: float | None, source_style: str | None, out_path: Path,
-            save_style: str | None, device: str, as_json: bool) -> None:
+            pixel_blend: float | None, source_style: str | None, size: str | None,
+            out_path: Path, save_style: str | None, device: str, as_json: bool) -> None:
     """Blend styles (weights are normalised to sum 1) with MODEL.
 
     A translation model restyles INPUT with the blended style code; a noise → image model
@@ -165,12 +194,13 @@ def mix_cmd(model: str, input_image: str | None, styles: tuple[str, ...],
 
     if out_path.suffix.lower() != ".png":
         raise PolychromeError(f"-o must name a .png file, got {out_path}", code="bad_request")
-    r = _restyler(model, device)
+    r = _restyler(model, device, size)
     pairs = _weighted(styles, False, r) + _weighted(references, True, r)
     if not pairs:
         raise PolychromeError("give at least one --style STYLE=W or --reference IMG=W",
                               code="bad_request")
     _check_save_name(r, save_style)
+    t0 = time.perf_counter()
     image = mix(r.model, pairs, source=input_image, seed=seed, crossover=crossover,
                 strength=strength, pixel_blend=pixel_blend, source_style=source_style,
                 device=device, restyler=r)
@@ -184,7 +214,7 @@ def mix_cmd(model: str, input_image: str | None, styles: tuple[str, ...],
         emit_json({"image": str(out_path), "model": meta["model"], "version": meta["version"],
                    "style": meta["style"], "weights": recipe["weights"],
                    "components": recipe["components"], "seed": seed, "crossover": crossover,
-                   "saved_style": saved})
+                   "saved_style": saved, **_size_facts([image], time.perf_counter() - t0)})
         return
     echo(f"wrote {out_path} ({meta['style']}) from {_model_label(meta)}")
 
@@ -204,13 +234,15 @@ def mix_cmd(model: str, input_image: str | None, styles: tuple[str, ...],
               help="Enlarge frames by this integer factor (nearest neighbour).")
 @click.option("--frames-dir", type=click.Path(path_type=Path), default=None,
               help="Also write every frame as a PNG (with its regenerating metadata).")
+@click.option("--size", default=None, help=SIZE_HELP)
 @click.option("-o", "--out", "out_path", type=click.Path(path_type=Path), required=True,
               help="OUT.gif, or OUT.mp4 when imageio-ffmpeg is installed.")
 @click.option("--device", default="cpu", show_default=True)
 @json_option
 def interpolate_cmd(model: str, input_image: str | None, start: str, end: str, frames: int,
                     seed: int, style: str | None, pingpong: bool, fps: float, scale: int,
-                    frames_dir: Path | None, out_path: Path, device: str, as_json: bool) -> None:
+                    frames_dir: Path | None, size: str | None, out_path: Path, device: str,
+                    as_json: bool) -> None:
     """An animation from one style (or seed, or reference) to another."""
     from ..pipelines.animate import FORMATS, interpolate, mp4_available, write_animation
     from ..pipelines.style import save_style_images
@@ -220,7 +252,8 @@ def interpolate_cmd(model: str, input_image: str | None, start: str, end: str, f
         extra = "" if mp4_available() else " (MP4 needs imageio-ffmpeg, not installed)"
         raise PolychromeError(f"-o must end in .gif{' or .mp4' if mp4_available() else ''}, "
                               f"got {out_path}{extra}", code="bad_request")
-    r = _restyler(model, device)
+    r = _restyler(model, device, size)
+    t0 = time.perf_counter()
     with _bar(frames, "interpolating", as_json) as bar:
         images = interpolate(r.model, start, end, source=input_image, frames=frames, seed=seed,
                              style=style, pingpong=pingpong, device=device, restyler=r,
@@ -233,7 +266,8 @@ def interpolate_cmd(model: str, input_image: str | None, start: str, end: str, f
         meta = images[0].metadata
         emit_json({**info, "model": meta["model"], "version": meta["version"],
                    "frames": len(images), "requested_frames": frames, "pingpong": pingpong,
-                   "from": start, "to": end, "frame_images": frame_paths})
+                   "from": start, "to": end, "frame_images": frame_paths,
+                   **_size_facts(images, time.perf_counter() - t0)})
         return
     echo(f"wrote {info['path']} ({len(images)} frames, {info['format']})")
 

@@ -66,14 +66,15 @@ def interpolate(model: GANModel | str, a: Any, b: Any, *, source: Any | None = N
                 frames: int = 16, seed: int = 0, style: str | int | None = None,
                 pingpong: bool = False, device: str | torch.device = "cpu",
                 restyler: Restyler | None = None,
-                progress: Callable[[int, int], None] | None = None) -> list[GeneratedImage]:
+                progress: Callable[[int, int], None] | None = None,
+                size: int | str | None = None) -> list[GeneratedImage]:
     """Frames from endpoint `a` to `b` (style names, `bank:NAME`, `seed:N`, picture paths).
 
     `style` pins the style of `seed:N` and reference endpoints. A translation model
     restyles `source` along the path; a noise model generates. With `pingpong` the
     frames run back (the endpoints are not repeated): 2N - 2 frames.
     """
-    r = restyler or Restyler(model, device=device)
+    r = restyler or Restyler(model, device=device, size=size)
     if isinstance(frames, bool) or not isinstance(frames, int) or not 2 <= frames <= MAX_FRAMES:
         raise PolychromeError(f"frames must be an integer in 2..{MAX_FRAMES}, got {frames!r}",
                               code="bad_request")

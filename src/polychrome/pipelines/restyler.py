@@ -6,12 +6,15 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 
 from .. import __version__
 from ..errors import PolychromeError
 from ..imageio import from_tensor
 from ..models.base import GANModel
+from ..settings import get_settings
 from . import stylebank
 from .generate import GeneratedImage, _load, generator_kwargs, model_identity, style_index, to_rgb
 from .recipe import CONTENT_CACHE, ContentCache, Recipe, StyleLike, check_seed, check_unit, summary
@@ -19,14 +22,19 @@ from .style_codes import (
     Picture,
     StyleSource,
     guess_domain,
+    is_native,
     load_picture,
     normalise_weights,
+    parse_size,
     parse_source,
     require_translation,
+    size_multiple,
     slerp,
     style_family,
+    style_view,
     weighted_sum,
 )
+from .tiling import TileSettings, pad_to, padded_size, run_image_model
 
 MEMO_SIZE = 64  # reference pictures / domain guesses remembered per session
 
@@ -40,9 +48,14 @@ class Restyler:
     """
 
     def __init__(self, model: GANModel | str, *, device: str | torch.device = "cpu",
-                 cache: ContentCache | None = None):
+                 cache: ContentCache | None = None, size: int | str | None = None):
         self.device = device
         self.model = _load(model, device)
+        # Working size of native (crops-mode) models: None = the picture's own (capped),
+        # else its longer side in pixels. Whole-picture models always draw at R x R.
+        self.size = parse_size(size)
+        self.native = is_native(self.model)
+        self.last_tiles = 1
         self.family = style_family(self.model)
         self.cache = CONTENT_CACHE if cache is None else cache
         self.source: Picture | None = None
@@ -54,7 +67,7 @@ class Restyler:
     def set_image(self, image: Any) -> Picture:
         """The picture to restyle (path, bytes or (H, W, 3) uint8); encodes it once."""
         require_translation(self.model, "restyle")
-        self.source = load_picture(self.model, image)
+        self.source = load_picture(self.model, image, size=self.size)
         self.content()
         return self.source
 
@@ -77,16 +90,51 @@ class Restyler:
                                   code="missing_input")
         if self.family != "code":
             return None
+        if self.native and not self._fits():
+            return None  # tiled: every render runs G on each tile (pipelines/tiling.py)
         c = self.cache.get(self.model, self.source.sha256)
         if c is None:
             with torch.inference_mode():
-                c = self.model.generator.encode(self.source.tensor(self.device))
+                c = self.model.generator.encode(self._padded()[0])
             self.cache.put(self.model, self.source.sha256, c)
         return c
 
+    # -- native size ------------------------------------------------------------------
+    def tile_settings(self) -> TileSettings:
+        st = get_settings()
+        tile = max(16, st.tile_side)
+        return TileSettings(tile=tile, overlap=min(64, tile // 4), context=min(64, tile // 2),
+                            max_pixels=st.tile_max_pixels,
+                            stats_max_pixels=st.tile_stats_max_pixels)
+
+    def _fits(self) -> bool:
+        """The source runs in one pass (no tiles) at the working size."""
+        h, w = self.source.array.shape[:2]
+        hp, wp = padded_size(h, w, size_multiple(self.model))
+        return hp * wp <= self.tile_settings().max_pixels
+
+    def _padded(self) -> tuple[torch.Tensor, tuple[slice, slice]]:
+        """The source padded to the generator's stride as `run_image_model` pads it:
+        (1, 3, Hp, Wp) in [-1, 1] and the (rows, cols) slices that undo it. Whole models
+        need no padding."""
+        x = self.source.tensor(self.device)  # (1, 3, H, W) in [-1, 1]
+        h, w = x.shape[-2:]
+        if not self.native:
+            return x, (slice(0, h), slice(0, w))
+        xp, top, left = pad_to(x, *padded_size(h, w, size_multiple(self.model)))
+        return xp, (slice(top, top + h), slice(left, left + w))
+
+    def _image_model(self, fn) -> torch.Tensor:
+        """Run fn (a fully convolutional G) on the whole source through the tiling engine."""
+        out, info = run_image_model(fn, self.source.tensor(self.device),
+                                    multiple=size_multiple(self.model),
+                                    settings=self.tile_settings())
+        self.last_tiles = int(info["tiles"])
+        return out
+
     def add_reference(self, image: Any) -> Picture:
         """Make a reference picture known (regeneration; API uploads) and return it."""
-        return self._remember(load_picture(self.model, image))
+        return self._remember(load_picture(self.model, image, reference=True))
 
     def _remember(self, pic: Picture) -> Picture:
         # bounded: a live session may see many references
@@ -226,7 +274,8 @@ class Restyler:
         y = style_index(self.model, c["style"])
         key = (pic.sha256, y)
         if key not in self._codes:
-            self._codes[key] = self.model.style_from_reference(pic.tensor(self.device), y)
+            view = style_view(self.model, pic, self.device)  # (K, 3, R, R): crops of natives
+            self._codes[key] = self.model.style_from_reference(view, y).mean(0, keepdim=True)
             while len(self._codes) > 4 * MEMO_SIZE:
                 self._codes.popitem(last=False)
         return self._codes[key]
@@ -271,14 +320,20 @@ class Restyler:
         return torch.tensor([soft], dtype=torch.float32, device=self.device)
 
     def run(self, recipe: Recipe, *, index: int = 0) -> GeneratedImage:
-        """Render a recipe: (R, R, 3) uint8 and its metadata."""
+        """Render a recipe: (H, W, 3) uint8 and its metadata.
+
+        Native models give the working size back exactly (tiled above the memory budget);
+        whole-picture models draw at R x R and give it back at the source's aspect.
+        """
         model, fam = self.model, self.family
+        self.last_tiles = 1
         with torch.inference_mode():
             if fam in ("code", "fixed"):
-                content = self.content()
-                x = self.source.tensor(self.device)  # (1, 3, R, R) in [-1, 1]
+                x = self.source.tensor(self.device)  # (1, 3, H, W) in [-1, 1]
                 if fam == "fixed":
-                    out = model.translate(x, style_index(model, recipe.components[0]["style"]))
+                    y = style_index(model, recipe.components[0]["style"])
+                    out = self._image_model(lambda t: model.translate(t, y)) if self.native \
+                        else model.translate(x, y)
                 else:
                     s = self.code(recipe)
                     if recipe.strength != 1.0:  # s_src = E(x, y_src): the source's own style
@@ -286,7 +341,12 @@ class Restyler:
                                             "sha256": self._source_ref()})
                         a = recipe.strength
                         s = (1.0 - a) * s_src + a * s
-                    out = model.generator.decode(content, s)  # (1, 3, R, R) in [-1, 1]
+                    content = self.content()
+                    if content is None:  # tiled
+                        out = self._image_model(lambda t: model.generator(t, s))
+                    else:
+                        rows, cols = self._padded()[1]
+                        out = model.generator.decode(content, s)[:, :, rows, cols]
                 if recipe.pixel_blend is not None:
                     b = recipe.pixel_blend
                     out = (1.0 - b) * x + b * out
@@ -294,8 +354,29 @@ class Restyler:
                 out = model.generator.synthesis(self.code(recipe), noise_mode="const")
             else:
                 out = self._label_forward(recipe)
-        return GeneratedImage(array=from_tensor(to_rgb(out)[0]),
-                              metadata=self.metadata(recipe, index))
+        array = from_tensor(to_rgb(out)[0])  # (h, w, 3) uint8: what the model drew
+        drawn = f"{array.shape[1]}x{array.shape[0]}"
+        if self.source is not None and not self.native:
+            array = self._at_aspect(array)
+        return GeneratedImage(array=array, metadata={**self.metadata(recipe, index),
+                                                     "drawn_at": drawn,
+                                                     "width": str(array.shape[1]),
+                                                     "height": str(array.shape[0]),
+                                                     "tiles": str(self.last_tiles)})
+
+    def _at_aspect(self, array: np.ndarray) -> np.ndarray:
+        """A whole model's R x R drawing given back at the source's aspect (longer side R):
+        stretched back, or the padding cut off for models trained with fit "pad"."""
+        h0, w0 = self.source.aspect
+        r = array.shape[0]
+        if h0 == w0 or not h0 or not w0:
+            return array
+        h, w = (r, max(1, round(r * w0 / h0))) if h0 > w0 else (max(1, round(r * h0 / w0)), r)
+        if str(self.model.meta.get("fit")) == "pad":
+            top, left = (r - h) // 2, (r - w) // 2
+            return np.ascontiguousarray(array[top:top + h, left:left + w])
+        return np.array(Image.fromarray(array, mode="RGB").resize((w, h),
+                                                                 Image.Resampling.LANCZOS))
 
     def _source_ref(self) -> str:
         return self._remember(self.source).sha256  # E(x, y_src) uses the reference memo
@@ -312,6 +393,7 @@ class Restyler:
             "source_style": recipe.source_style or "",
             "reference_sha256s": ",".join(refs), "index": str(index),
             "recipe": recipe.to_json(), "polychrome_version": __version__,
+            "size": ("native" if self.size is None else str(self.size)) if self.native else "",
             **{k: str(v) for k, v in recipe.extra.items()},  # e.g. frame, t (interpolate)
         }
 

@@ -23,6 +23,7 @@ holds a JSON `recipe` (resolved components, weights, strength, source style ...)
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -52,13 +53,15 @@ def restyle(model: GANModel | str, inputs: Sequence[Any], *, style: StyleLike | 
             variations: int = 1, pixel_blend: float | None = None,
             source_style: str | int | None = None, device: str | torch.device = "cpu",
             progress: Callable[[int, int], None] | None = None,
-            restyler: Restyler | None = None) -> list[GeneratedImage]:
+            restyler: Restyler | None = None, size: int | str | None = None
+            ) -> list[GeneratedImage]:
     """Restyle each input into `style` (learned / bank / seed:N) or a `reference` picture.
 
     With both, `style` names the reference's style. Variation k uses seed `seed + k`.
-    Images come input by input, variations inner.
+    Images come input by input, variations inner. `size`: the working size of native
+    models (None / "native" = each picture's own; N = longer side), see Restyler.
     """
-    r = restyler or Restyler(model, device=device)
+    r = restyler or Restyler(model, device=device, size=size)
     require_translation(r.model, "restyle")
     if not inputs:
         raise PolychromeError("restyle needs at least one INPUT image", code="missing_input")
@@ -94,12 +97,12 @@ def mix(model: GANModel | str, styles: Sequence[tuple[StyleLike, float]], *,
         source: Any | None = None, seed: int = 0, crossover: int | None = None,
         strength: float = 1.0, pixel_blend: float | None = None,
         source_style: str | int | None = None, device: str | torch.device = "cpu",
-        restyler: Restyler | None = None) -> GeneratedImage:
+        restyler: Restyler | None = None, size: int | str | None = None) -> GeneratedImage:
     """A blend of styles (weights normalised to sum 1), or a per-layer mix (stylegan).
 
     Translation models restyle `source` with the blended code; noise models generate.
     """
-    r = restyler or Restyler(model, device=device)
+    r = restyler or Restyler(model, device=device, size=size)
     r.take_source(source, "mix", " (blend its learned styles)")
     recipe = r.build(list(styles), op="mix", seed=seed, strength=strength,
                      pixel_blend=pixel_blend, source_style=source_style, crossover=crossover)
@@ -120,7 +123,7 @@ def regenerate_style(metadata: dict[str, str], source_image: Any | None = None,
     if model is None:
         spec = metadata["model"]
         model = f"{spec}:{metadata['version']}" if metadata.get("version") else spec
-    r = Restyler(model, device=device)
+    r = Restyler(model, device=device, size=metadata.get("size") or None)
     if r.model.family == "translation":
         if source_image is None:
             raise PolychromeError("this image restyled a source picture: pass it",
@@ -129,6 +132,10 @@ def regenerate_style(metadata: dict[str, str], source_image: Any | None = None,
         if pic.sha256 != metadata.get("source_sha256"):
             raise PolychromeError("that is not the source picture of this image (its pixel "
                                   "sha256 differs)", code="wrong_source")
+        if not r.native and metadata.get("width") and metadata.get("height"):
+            # a whole model's drawing went back to the original's aspect: the same again
+            r.source = dataclasses.replace(pic, aspect=(int(metadata["height"]),
+                                                        int(metadata["width"])))
     for ref in references:
         r.add_reference(ref)
     missing = [c["sha256"][:12] for c in recipe.components

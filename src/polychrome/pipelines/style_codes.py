@@ -35,11 +35,14 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from PIL import Image
 
-from ..data.cache import square_resize
+from ..data.cache import FITS, square_resize
 from ..errors import ImageRejected, ModelError, PolychromeError
 from ..imageio import decode_image, to_tensor
 from ..models.base import GANModel
+from ..settings import get_settings
 from . import stylebank
 from .generate import model_identity, style_index
 
@@ -83,29 +86,96 @@ def require_translation(model: GANModel, op: str) -> None:
 # -- pictures ---------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Picture:
-    array: np.ndarray  # (R, R, 3) uint8: exactly what the model sees
+    array: np.ndarray  # (H, W, 3) uint8: exactly what the model sees (R x R for whole models)
     sha256: str  # of array.tobytes() (regeneration checks this, not the file's bytes)
     label: str  # file name, or "image" for pixels handed over by the API
     file_sha256: str | None = None  # sha256 of the file's bytes, when it came from one
+    aspect: tuple[int, int] = (0, 0)  # (H, W) of the decoded picture: whole models give
+    # their R x R drawing back at this aspect
 
     def tensor(self, device: str | torch.device) -> torch.Tensor:
-        return to_tensor(self.array).unsqueeze(0).to(device)  # (1, 3, R, R) in [-1, 1]
+        return to_tensor(self.array).unsqueeze(0).to(device)  # (1, 3, H, W) in [-1, 1]
 
 
 def pixels_sha256(arr: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
 
 
-def load_picture(model: GANModel, image: Any, *, label: str | None = None) -> Picture:
+def is_native(model: GANModel) -> bool:
+    """True for image -> image models trained on crops: they run at the picture's size."""
+    return model.family == "translation" and model.meta.get("fit") == "crops"
+
+
+def size_multiple(model: GANModel) -> int:
+    """The generator's total stride: native-size inputs are padded to a multiple of it."""
+    cfg = model.config
+    n = getattr(cfg, "g_down", None)
+    if n is None:
+        n = getattr(cfg, "n_down", 0)
+    return 2 ** int(n)
+
+
+def parse_size(size: Any) -> int | None:
+    """A `size` option ("native", None or a long side in pixels) -> None (native) or N."""
+    if size is None or (isinstance(size, str) and size.strip().lower() in ("native", "")):
+        return None
+    try:
+        n = int(str(size).strip()) if not isinstance(size, bool) else None
+    except ValueError:
+        n = None
+    if n is None or n < 8:
+        raise PolychromeError(f"size must be 'native' or a long side in pixels >= 8, got "
+                              f"{size!r}", code="bad_size")
+    cap = get_settings().native_max_side
+    if n > cap:
+        raise PolychromeError(f"size {n} is above the cap of {cap} px (setting "
+                              "POLYCHROME_NATIVE_MAX_SIDE)", code="too_large")
+    return n
+
+
+def resize_long_side(arr: np.ndarray, long_side: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> the same picture with its longer side = long_side (LANCZOS)."""
+    h, w = arr.shape[:2]
+    if max(h, w) == long_side:
+        return arr
+    f = long_side / max(h, w)
+    size = (max(1, round(w * f)), max(1, round(h * f)))
+    return np.array(Image.fromarray(np.ascontiguousarray(arr), mode="RGB")
+                    .resize(size, Image.Resampling.LANCZOS))
+
+
+def working_array(model: GANModel, arr: np.ndarray, size: int | None) -> np.ndarray:
+    """What the model sees of a decoded (H, W, 3) picture.
+
+    Native models: the picture itself (longer side = `size`, or its own capped by the
+    setting `native_max_side`). Whole-picture models: squared like the training cache
+    ("pad" models pad, others stretch to R x R so nothing is cut off; the pipeline gives
+    the drawing back at the picture's aspect).
+    """
+    if is_native(model):
+        cap = get_settings().native_max_side
+        target = size if size is not None else min(max(arr.shape[:2]), cap)
+        return resize_long_side(arr, target)
+    res = int(model.config.resolution)
+    fit = str(model.meta.get("fit") or "crop")
+    if fit == "pad":
+        return square_resize(arr, res, "pad")
+    if arr.shape[0] == arr.shape[1] or fit not in FITS:
+        return square_resize(arr, res, "crop")
+    return np.array(Image.fromarray(np.ascontiguousarray(arr), mode="RGB")
+                    .resize((res, res), Image.Resampling.LANCZOS))
+
+
+def load_picture(model: GANModel, image: Any, *, label: str | None = None,
+                 size: int | None = None, reference: bool = False) -> Picture:
     """A path, encoded bytes or an (H, W, 3) uint8 array -> the model's Picture.
 
-    Decoded by the safe decoder (any picture, the model need not have seen it) and
-    resized like the training cache, with the fit the model was trained with.
+    Decoded by the safe decoder (any picture, the model need not have seen it), then
+    `working_array`. `reference`: a style reference for a native model, kept at a
+    bounded size (only its style is read, from crops: `style_view`).
     """
     if isinstance(image, Picture):
         return image
-    res = int(model.config.resolution)
-    fit = str(model.meta.get("fit") or "crop")
     file_sha = None
     if isinstance(image, np.ndarray):
         arr = image
@@ -131,8 +201,49 @@ def load_picture(model: GANModel, image: Any, *, label: str | None = None) -> Pi
             arr = decode_image(image)  # (H, W, 3) uint8; alpha composited on white
         except ImageRejected as e:
             raise ImageRejected(f"{name}: {e}", code=e.code) from None
-    arr = square_resize(arr, res, fit)  # (R, R, 3) uint8
-    return Picture(array=arr, sha256=pixels_sha256(arr), label=name, file_sha256=file_sha)
+    aspect = (int(arr.shape[0]), int(arr.shape[1]))
+    if reference and is_native(model):
+        arr = working_array(model, arr, min(max(aspect), REFERENCE_LONG_SIDE))
+    elif reference:  # only its style counts: squared like the training data, not stretched
+        arr = square_resize(arr, int(model.config.resolution),
+                            str(model.meta.get("fit") or "crop"))
+    else:
+        arr = working_array(model, arr, size)
+    return Picture(array=arr, sha256=pixels_sha256(arr), label=name, file_sha256=file_sha,
+                   aspect=aspect)
+
+
+REFERENCE_LONG_SIDE = 1024  # native models read a reference's style from crops of this
+
+
+def style_view(model: GANModel, pic: Picture, device: str | torch.device) -> torch.Tensor:
+    """What the style encoder (and domain guessing) sees of a picture: (K, 3, R, R).
+
+    Whole models: the picture itself (K = 1). Native models were trained on R x R crops
+    of pictures whose shorter side was in the scale range, so: the picture at the middle
+    of that range, its centre crop and four more spread over it (K <= 5); the pipeline
+    averages their codes, one global style for the whole picture.
+    """
+    x = pic.tensor(device)  # (1, 3, H, W) in [-1, 1]
+    if not is_native(model):
+        return x
+    r = int(model.config.resolution)
+    lo, hi = (model.meta.get("scale") or [2 * r, 6 * r])[:2]
+    short = max(r, round(math.sqrt(float(lo) * float(hi))))
+    h, w = x.shape[-2:]
+    f = short / min(h, w)
+    size = (max(r, round(h * f)), max(r, round(w * f)))
+    x = F.interpolate(x, size=size, mode="bilinear", antialias=f < 1, align_corners=False)
+    h, w = size
+    spots = [(0.5, 0.5), (0.25, 0.25), (0.25, 0.75), (0.75, 0.25), (0.75, 0.75)]
+    crops, seen = [], set()
+    for fy, fx in spots:
+        top = min(h - r, max(0, round(fy * h - r / 2)))
+        left = min(w - r, max(0, round(fx * w - r / 2)))
+        if (top, left) not in seen:
+            seen.add((top, left))
+            crops.append(x[:, :, top:top + r, left:left + r])
+    return torch.cat(crops)  # (K, 3, R, R)
 
 
 # -- sources ----------------------------------------------------------------------------------
@@ -169,7 +280,7 @@ def parse_source(model: GANModel, spec: Any, *, domain: int | None = None,
         if not allow_reference:
             raise PolychromeError(f"{model.name} has no style encoder: reference pictures need "
                                   "a stargan model", code="unsupported")
-        pic = load_picture(model, spec)
+        pic = load_picture(model, spec, reference=True)
         return StyleSource("reference", f"ref:{pic.sha256[:8]}", domain=domain, picture=pic)
     text = str(spec).strip()
     if text.startswith(stylebank.BANK_PREFIX):
@@ -192,7 +303,7 @@ def parse_source(model: GANModel, spec: Any, *, domain: int | None = None,
         if not allow_reference:
             raise PolychromeError(f"{model.name} has no style encoder: reference pictures need "
                                   "a stargan model", code="unsupported")
-        pic = load_picture(model, text)
+        pic = load_picture(model, text, reference=True)
         return StyleSource("reference", text, domain=domain, picture=pic)
     hint = ", seed:N" + (" or an image path" if allow_reference else "")
     raise PolychromeError(f"unknown style {text!r}; {_valid_listing(model)} (or an index "
@@ -297,18 +408,19 @@ def guess_domain(model: GANModel, pic: Picture, content: Any,
     names = model.style_names
     ev = _saved_evaluator(model)
     if ev is not None and set(names) & set(ev.styles):
-        probs = ev.classify(torch.from_numpy(pic.array).permute(2, 0, 1)[None])[0]
+        view = style_view(model, pic, "cpu")  # (K, 3, R, R) in [-1, 1]
+        probs = ev.classify(((view + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)).mean(0)
         scores = [float(probs[ev.styles.index(n)]) if n in ev.styles else -1.0 for n in names]
         return int(np.argmax(scores)), "evaluator"
-    x = pic.tensor(device)  # (1, 3, R, R) in [-1, 1]
+    x = style_view(model, pic, device)  # (K, 3, R, R) in [-1, 1]
     k = model.config.num_domains
     if "discriminator" in getattr(model, "loaded_modules", ()) and hasattr(model, "style_encoder"):
-        logits = [float(model.discriminator(x, torch.tensor([y], device=device)))
+        logits = [float(model.discriminator(x, torch.full((len(x),), y, device=device)).mean())
                   for y in range(k)]
         return int(np.argmax(logits)), "discriminator"
     if style_family(model) != "code":
         return 0, "default"
-    if content is None:
+    if content is None or is_native(model):
         content = model.generator.encode(x)
     errors = []
     for y in range(k):

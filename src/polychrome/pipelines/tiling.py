@@ -63,14 +63,16 @@ class TileSettings:
 
 
 def padded_size(height: int, width: int, multiple: int) -> tuple[int, int]:
-    """H, W rounded up to a multiple of `multiple` (at least one `multiple`)."""
+    """H, W rounded up to a multiple of `multiple` (at least two when multiple > 1, so the
+    coarsest feature map has more than one pixel and instance norm is defined)."""
     if multiple < 1:
         raise ConfigError(f"tiling: multiple must be >= 1, got {multiple}", code="bad_tiling")
     if height < 1 or width < 1:
         raise ModelError(f"picture must be at least 1x1, got {width}x{height}",
                          code="bad_size")
-    return (max(1, math.ceil(height / multiple)) * multiple,
-            max(1, math.ceil(width / multiple)) * multiple)
+    least = 2 if multiple > 1 else 1
+    return (max(least, math.ceil(height / multiple)) * multiple,
+            max(least, math.ceil(width / multiple)) * multiple)
 
 
 def _axis_cores(length: int, tile: int, overlap: int, multiple: int) -> list[Span]:
@@ -181,7 +183,7 @@ def feather_weights(height: int, width: int, settings: TileSettings = TileSettin
             yield (t, left, h, w), row_w[:, None] * col_w[None, :]
 
 
-def _pad(x: torch.Tensor, hp: int, wp: int) -> tuple[torch.Tensor, int, int]:
+def pad_to(x: torch.Tensor, hp: int, wp: int) -> tuple[torch.Tensor, int, int]:
     """Pad (B, C, H, W) to (B, C, hp, wp), split between the two sides; returns the offsets."""
     h, w = x.shape[-2:]
     top, left = (hp - h) // 2, (wp - w) // 2
@@ -236,7 +238,7 @@ def run_image_model(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
     h, w = x.shape[-2:]
     hp, wp = padded_size(h, w, multiple)
     with torch.inference_mode():
-        xp, top, left = _pad(x, hp, wp)  # (B, C, Hp, Wp)
+        xp, top, left = pad_to(x, hp, wp)  # (B, C, Hp, Wp)
         crop = (slice(None), slice(None), slice(top * scale, (top + h) * scale),
                 slice(left * scale, (left + w) * scale))
         if hp * wp <= settings.max_pixels and not force_tiles:
