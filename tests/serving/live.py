@@ -138,9 +138,22 @@ def sse_events(response: httpx.Response):
             data.append(line[5:].strip())
 
 
-def register_tiny(home: Path, arch: str, name: str, styles: list[str], **cfg) -> None:
+# A translator trained in crops mode (as `polychrome train --crop` exports it): it runs at
+# the picture's own size. Tiny bottleneck so pictures of a few hundred pixels take ms.
+NATIVE_META = {"fit": "crops", "crop": 16, "scale": [16, 48]}
+NATIVE_STARGAN = dict(resolution=16, num_domains=3, width=8, max_width=16, style_dim=8,
+                      latent_dim=4, mapping_dim=16, mapping_shared_layers=1,
+                      mapping_head_layers=1, e_width=8, e_max_width=16, d_width=8,
+                      d_max_width=16, enc_blocks=1, dec_blocks=1)
+
+
+def register_tiny(home: Path, arch: str, name: str, styles: list[str], *,
+                  meta: dict | None = None, **cfg) -> None:
     """Save a tiny, untrained model and add it to the store of `home` (before a server
-    starts there), without leaving POLYCHROME_HOME changed for the test process."""
+    starts there), without leaving POLYCHROME_HOME changed for the test process.
+
+    `meta` adds to the model's metadata, e.g. {"fit": "crops", "crop": 16, "scale":
+    [16, 48]} for a translator trained on crops (it runs at the picture's own size)."""
     import torch
 
     from polychrome.models import create_model
@@ -152,6 +165,7 @@ def register_tiny(home: Path, arch: str, name: str, styles: list[str], **cfg) ->
         torch.manual_seed(0)
         model = create_model(arch, **cfg)
         model.meta["styles"] = list(styles)
+        model.meta.update(meta or {})
         d = home.parent / f"{name}-dir"
         model.save_pretrained(d, modules=model.inference_modules, meta=dict(model.meta))
         add_model_version(d, name)

@@ -3,8 +3,10 @@
 
 dataset folder upload -> cleaning report -> quick training (live progress) -> model page
 -> generate in two styles -> restyle with a reference -> blend slider -> gallery download
-and regenerate; bad uploads show a message; screenshots of every page at desktop and
-phone width go to $POLYCHROME_SCREENSHOTS (default ./screenshots, gitignored).
+and regenerate; a picture restyled at its own size by a model trained on crops (preview,
+then Save / Download full size); bad uploads show a message; screenshots of every page at
+desktop and phone width go to $POLYCHROME_SCREENSHOTS (default ./screenshots, gitignored;
+docs/screenshots holds copies for the README).
 
 CI needs: `apt-get install -y chromium` and `pip install playwright` (never
 `playwright install`: the system Chromium is used).
@@ -58,11 +60,13 @@ def _register_stargan(home: Path) -> None:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
-    from serving.live import start_server
+    from serving.live import NATIVE_META, NATIVE_STARGAN, register_tiny, start_server
 
     home = tmp_path_factory.mktemp("web") / "home"
     home.mkdir()
     _register_stargan(home)
+    register_tiny(home, "stargan", "photo-nat", STYLES, meta=NATIVE_META,
+                  **{**NATIVE_STARGAN, "num_domains": 4})
     server = start_server(home, workers=1)
     yield server
     server.stop()
@@ -209,17 +213,25 @@ def test_everything_from_the_page(page, live, tmp_path):
     page.get_by_label("Model").select_option("sg")
     page.get_by_label(re.compile("Drop a picture here")).set_input_files(
         folder / "flat" / "shape-0001.png")
-    expect(page.get_by_text("Saved to the gallery.")).to_be_visible(timeout=TIMEOUT_MS)
+    expect(page.get_by_text(re.compile("^Preview: Save keeps"))).to_be_visible(
+        timeout=TIMEOUT_MS)
+    # a whole-picture model says where it drew, instead of pretending it is full size
+    expect(page.locator("figure.result figcaption")).to_contain_text("Drawn at 16 × 16")
     after = page.get_by_role("img", name=re.compile("^After:"))
     page.get_by_label(re.compile("drop a reference picture")).set_input_files(
         folder / "striped" / "shape-0002.png")
     expect(after).to_have_attribute("data-style", re.compile("^ref:"), timeout=TIMEOUT_MS)
     before = _img_digest(page, after)
     page.get_by_label(re.compile("^Strength")).fill("0.3")
-    expect(page.get_by_text("Saved to the gallery.")).to_be_visible(timeout=TIMEOUT_MS)
     page.wait_for_function("() => document.querySelector('.result img').alt.includes('0.3')")
     assert _img_digest(page, after) != before
-    _shot(page, "restyle-desktop")
+    expect(page.get_by_label("Size", exact=True)).to_be_hidden()  # it draws at 16 x 16
+    expect(page.locator(".fullsize")).to_contain_text("draws whole pictures at 16 × 16")
+    page.get_by_role("button", name="Save", exact=True).click()
+    expect(page.locator(".fullsize .status")).to_contain_text(
+        re.compile(r"Saved 16 × 16 px, drawn at 16 × 16.* gallery image \d+"),
+        timeout=TIMEOUT_MS)
+    _shot(page, "restyle-reference-desktop")
 
     # -- Blend: moving a slider changes the image; animate renders a GIF --------------------
     _go(page, live, "blend")
@@ -247,7 +259,7 @@ def test_everything_from_the_page(page, live, tmp_path):
     _assert_labelled(page)
     thumbs = page.locator("button.thumb")
     expect(thumbs.first).to_be_visible()
-    assert thumbs.count() >= 7  # 4 generated, 2 saved restyles, 1 saved blend (at least)
+    assert thumbs.count() >= 6  # 4 generated, 1 saved restyle, 1 saved blend (at least)
     total = thumbs.count()
     page.get_by_label("Model").select_option("shapes-dcgan")
     expect(thumbs).not_to_have_count(total)  # the restyles of "sg" are filtered out
@@ -276,6 +288,86 @@ def test_everything_from_the_page(page, live, tmp_path):
         assert overflow <= 1, f"{name} is wider than a phone screen by {overflow}px"
         _shot(page, f"{name}-phone")
     page.set_viewport_size(DESKTOP)
+
+
+def _photo(path: Path, width: int, height: int) -> Path:
+    """A smooth, non-square picture (a gradient with discs), like a small photo."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    img = np.stack([80 + 150 * x / width, 60 + 120 * y / height,
+                    200 - 100 * x / width], axis=-1)
+    for cx, cy, r, colour in ((0.3, 0.5, 0.25, (240, 200, 60)), (0.72, 0.4, 0.18,
+                                                                  (40, 90, 160))):
+        disc = (x - cx * width) ** 2 + (y - cy * height) ** 2 < (r * height) ** 2
+        img[disc] = colour
+    Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(path)
+    return path
+
+
+def test_native_restyle_saves_the_full_size(page, live, tmp_path):
+    """A model trained on crops: styles switch on a <= 512 px preview; Save and Download
+    full size render the same style at the picture's own size (or the size chosen)."""
+    from playwright.sync_api import expect
+
+    photo = _photo(tmp_path / "wide.png", 640, 400)
+    _go(page, live, "restyle")
+    page.get_by_label("Model").select_option("photo-nat")
+    page.get_by_label(re.compile("Drop a picture here")).set_input_files(photo)
+    caption = page.locator("figure.result figcaption")
+    expect(caption).to_contain_text("Preview 512 × 320 of 640 × 400", timeout=TIMEOUT_MS)
+    after = page.get_by_role("img", name=re.compile("^After:"))
+    first = _img_digest(page, after)
+    page.get_by_role("button", name="striped", exact=True).click()  # switch the style
+    expect(after).to_have_attribute("data-style", "striped", timeout=TIMEOUT_MS)
+    page.wait_for_function("() => document.querySelector('.result img').alt.includes"
+                           "('striped')")
+    assert _img_digest(page, after) != first
+    sizes = page.get_by_label("Size", exact=True)
+    assert sizes.locator("option").all_inner_texts() == [
+        "Native (640 × 400)", "2048 (2048 × 1280)", "1024 (1024 × 640)", "512 (512 × 320)"]
+
+    page.get_by_role("button", name="Save", exact=True).click()
+    note = page.locator(".fullsize .status")
+    expect(note).to_contain_text(re.compile(r"Saved 640 × 400 px, 1 tile — gallery image \d+"),
+                                 timeout=TIMEOUT_MS)
+    image_id = int(re.search(r"gallery image (\d+)", note.inner_text()).group(1))
+    with live.client() as c:
+        info = c.get(f"/api/images/{image_id}").json()
+    assert (info["width"], info["height"]) == (640, 400) and info["model"] == "photo-nat"
+    assert info["metadata"]["size"] == "native" and info["metadata"]["tiles"] == "1"
+    assert info["metadata"]["style"] == "striped"
+    _shot(page, "restyle-desktop")
+
+    sizes.select_option("512")
+    with page.expect_download(timeout=TIMEOUT_MS) as dl:
+        page.get_by_role("button", name="Download full size").click()
+    path = tmp_path / "full.png"
+    dl.value.save_as(path)
+    assert dl.value.suggested_filename.endswith("-512x320.png")
+    with Image.open(path) as im:
+        assert im.size == (512, 320)
+    meta = read_png_metadata(path)
+    assert meta["size"] == "512" and meta["style"] == "striped" and meta["model"] == "photo-nat"
+    expect(note).to_contain_text("Saved 512 × 320 px")
+    page.set_viewport_size(PHONE)
+    overflow = page.evaluate("() => document.documentElement.scrollWidth - innerWidth")
+    assert overflow <= 1, f"the full-size controls are wider than a phone by {overflow}px"
+    _shot(page, "restyle-native-phone")
+    page.set_viewport_size(DESKTOP)
+
+    # Blend: the same preview / full-size split; the animation runs at the preview's size
+    _go(page, live, "blend")
+    page.get_by_label("Model", exact=True).select_option("photo-nat")
+    page.get_by_label(re.compile("Drop the picture to restyle")).set_input_files(photo)
+    expect(page.locator("figure.result figcaption")).to_contain_text(
+        "Preview 512 × 320 of 640 × 400", timeout=TIMEOUT_MS)
+    page.get_by_role("button", name="Save", exact=True).click()
+    expect(page.locator(".fullsize .status")).to_contain_text("Saved 640 × 400 px, 1 tile",
+                                                              timeout=TIMEOUT_MS)
+    page.get_by_label("Frames").fill("2")
+    page.get_by_role("button", name="Animate").click()
+    gif = page.get_by_role("img", name="Interpolation animation")
+    expect(gif).to_be_visible(timeout=TIMEOUT_MS)
+    assert gif.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [512, 320]
 
 
 def test_bad_uploads_show_a_clear_message(page, live, tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 Name = Annotated[str, Field(min_length=1, max_length=128)]
 
@@ -146,6 +146,35 @@ Seed = Annotated[int, Field(ge=0, le=2**53)]
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
+SIZE_HELP = ("working size for models trained on crops (they run at the picture's own "
+             "size): 'native' (the picture's own, capped by the server's native_max_side) or "
+             "N, the longer side in pixels; models that draw a whole picture at their "
+             "resolution ignore it")
+
+
+def _size(value: Any) -> Any:
+    """'native' / '' / None -> 'native'; '512' / 512 -> 512; anything else -> a clear error."""
+    if value is None:
+        return "native"
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("", "native"):
+            return "native"
+        if text.isascii() and text.isdigit() and len(text) <= 9:
+            value = int(text)
+    elif isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 8:
+        return value
+    raise ValueError(f"size must be 'native' or the longer side in pixels (an integer >= 8), "
+                     f"got {value!r}")
+
+
+# The server's cap (native_max_side) is checked when the request runs (400 too_large).
+Size = Annotated[Annotated[int, Field(ge=8)] | Literal["native"], BeforeValidator(_size),
+                 Field(description=SIZE_HELP)]
+
+
 class RestyleIn(_Strict):
     model: Name = Field(description="registered translation model: name or name:version")
     style: StyleText | None = Field(None, description="target style: a learned style name or "
@@ -156,6 +185,7 @@ class RestyleIn(_Strict):
     seed: Seed | None = Field(None, description="variation k uses seed+k; omitted: random")
     variations: int = Field(1, ge=1, le=64, description="1 answers image/png, more JSON")
     pixel_blend: Unit | None = Field(None, description="fade pixels: (1-b) x + b G(x, s)")
+    size: Size = "native"
 
 
 class MixIn(_Strict):
@@ -172,6 +202,7 @@ class MixIn(_Strict):
     pixel_blend: Unit | None = None
     crossover: int | None = Field(None, ge=0, le=64, description="stylegan: per-layer mix of "
                                   "exactly 2 styles at this layer")
+    size: Size = "native"
     save: bool = Field(True, description="record the result in the gallery (live previews "
                        "while a slider moves pass false)")
 
@@ -190,6 +221,7 @@ class InterpolateIn(_Strict):
     fps: float = Field(8.0, gt=0.0, le=50.0)
     scale: int = Field(1, ge=1, le=16, description="pixel repeat, so tiny models are visible")
     pingpong: bool = False
+    size: Size = "native"
 
 
 class StyleSessionIn(_Strict):
@@ -205,9 +237,19 @@ class StyleSessionOut(BaseModel):
     model: str = Field(description="name:version the session is bound to")
     family: str
     styles: list[str]
-    source_sha256: str = Field(description="sha256 of the picture's pixels at the model's size")
+    source_sha256: str = Field(description="sha256 of the pixels the previews restyle (the "
+                               "model's size, or the preview size of a native model)")
     resolution: int
     references: list[str] = Field(description="ids ('ref:<sha256>') usable as styles")
+    native: bool = Field(description="the model runs at the picture's own size (trained on "
+                         "crops): /render draws a preview, /full the full size; otherwise "
+                         "the model draws at resolution x resolution either way")
+    width: int = Field(description="the uploaded picture's width")
+    height: int = Field(description="the uploaded picture's height")
+    preview_width: int | None = Field(description="native models: width of /render's previews")
+    preview_height: int | None = Field(description="native models: height of the previews")
+    max_side: int | None = Field(description="native models: the longest side /full renders "
+                                 "(native_max_side)")
 
 
 class StyleReferenceOut(BaseModel):
@@ -227,6 +269,13 @@ class RenderIn(_Strict):
     pixel_blend: Unit | None = None
     save: bool = Field(True, description="record the result in the gallery (live previews "
                        "while a slider moves pass false)")
+
+
+class FullRenderIn(RenderIn):
+    """The session's recipe at full size; style and weights omitted: the last /render's."""
+
+    size: Size = "native"
+    save: bool = Field(True, description="record the result in the gallery")
 
 
 class PresetOut(BaseModel):

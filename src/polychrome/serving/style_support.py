@@ -150,12 +150,26 @@ def style_text(model: GANModel, text: str) -> str:
     raise PolychromeError(msg + ")", code="unknown_style")
 
 
-def picture(model: GANModel, upload: tuple[str, bytes], field: str) -> Any:
-    """Uploaded bytes -> the model's Picture, through the one safe decoder."""
+def picture(model: GANModel, upload: tuple[str, bytes], field: str, *,
+            size: int | None = None, reference: bool = False) -> Any:
+    """Uploaded bytes -> the model's Picture, through the one safe decoder.
+
+    `size`: the working size of a native model (None = the picture's own, capped), as
+    `checked_size` gives it; the Restyler that renders it must have the same. `reference`:
+    a style reference (loaded as the CLI loads `--reference`, independent of `size`).
+    """
     from ..pipelines.style import load_picture
 
     name, data = upload
-    return load_picture(model, data, label=f"{field} {name!r}")
+    return load_picture(model, data, label=f"{field} {name!r}", size=size, reference=reference)
+
+
+def checked_size(size: int | str | None) -> int | None:
+    """A request's validated `size` ('native' or N >= 8) -> None (native) or N, checked
+    against the server's cap (PolychromeError too_large, a 400) before any work starts."""
+    from ..pipelines.style_codes import parse_size
+
+    return parse_size(size)
 
 
 # -- pictures kept for regeneration ------------------------------------------------------------
@@ -164,14 +178,19 @@ def _inputs_dir() -> Any:
 
 
 def keep_pictures(*pictures: Any) -> None:
-    """Store each picture's pixels (R x R, tiny) by sha256, so the gallery can regenerate
-    an image from its metadata later (the recipe names its inputs by pixel hash)."""
+    """Store each picture's pixels by sha256, so the gallery can regenerate an image from
+    its metadata later (the recipe names its inputs by pixel hash).
+
+    The pixels are the working array the model saw: R x R for whole-picture models, the
+    working size (up to native_max_side on a side) for native ones. Fast PNG compression:
+    a large picture is kept in well under a second, and the file is only a cache.
+    """
     for pic in pictures:
         if pic is None:
             continue
         path = _inputs_dir() / f"{pic.sha256}.png"
         if not path.is_file():
-            atomic_write_bytes(path, encode_png(pic.array))
+            atomic_write_bytes(path, encode_png(pic.array, compress_level=1))
 
 
 def kept_picture(sha256: str) -> np.ndarray:
@@ -182,7 +201,11 @@ def kept_picture(sha256: str) -> np.ndarray:
         raise NotFound(f"the input picture {sha256[:12]}… of this image is no longer kept "
                        "on the server: restyle it again from the original",
                        code="missing_input")
-    return decode_image(path)  # (R, R, 3) uint8
+    # Our own file: a working size of up to native_max_side on a side may exceed the
+    # upload cap (max_pixels) when a small picture was rendered at a large `size`.
+    side = get_settings().native_max_side
+    cap = max(get_settings().max_pixels, side * side)
+    return decode_image(path, max_pixels=cap)  # (H, W, 3) uint8: the working array
 
 
 # -- answers ------------------------------------------------------------------------------------

@@ -4,6 +4,11 @@ POST /api/restyle/sessions encodes the picture's content once (see
 serving/style_sessions.py); /render takes a style or weights, strength and seed and
 runs only the mapping / style encoder and G.decode. Live previews pass save=false so
 a moving slider does not fill the gallery.
+
+Models trained on crops run at the picture's own size: their /render draws a preview
+(longer side <= 512) and /full renders the same recipe at full size (native, or `size`)
+and saves it to the gallery. Whole-picture models answer /full with their drawing at
+their resolution (X-Polychrome-Drawn-At), like /render.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from ..deps import ServiceState, get_state
 from ..errors import BadRequest
 from ..schemas import (
+    FullRenderIn,
     RenderIn,
     StyleReferenceIn,
     StyleReferenceOut,
@@ -27,6 +33,7 @@ from ..schemas import (
 from ..style_sessions import SessionStore, StyleSession
 from ..style_support import (
     PNG_RESPONSES,
+    checked_size,
     count_images,
     form_schema,
     keep_pictures,
@@ -72,8 +79,10 @@ async def open_session(request: Request, state: ServiceState = Depends(get_state
         def run() -> StyleSession:
             require_translation(loaded.model, "restyle")
             src = picture(loaded.model, image, "image")
-            keep_pictures(src)
-            return sessions.open(loaded.key, loaded.model, src, state.device)
+            session = sessions.open(loaded.key, loaded.model, src, state.device,
+                                    upload=image[1])
+            keep_pictures(session.source)  # what saved previews restyle (regeneration)
+            return session
 
         return await asyncio.to_thread(run)
 
@@ -108,7 +117,7 @@ async def add_reference(request: Request, session_id: str = SessionId,
     ref = one_file(files, "reference", required=True, what="a reference picture")
 
     def run() -> dict[str, Any]:
-        pic = picture(session.restyler.model, ref, "reference")
+        pic = picture(session.restyler.model, ref, "reference", reference=True)
         keep_pictures(pic)
         with session.lock:
             rid = session.add_reference(pic)
@@ -118,37 +127,98 @@ async def add_reference(request: Request, session_id: str = SessionId,
     return JSONResponse(out, status_code=201)
 
 
+def _pairs(session: StyleSession, body: RenderIn) -> list[tuple[Any, float]]:
+    """The (style, weight) pairs of a render request; `ref:<sha256>` -> the session's
+    reference picture, other styles checked so they never name a server file."""
+    model = session.restyler.model
+
+    def spec(text: str) -> Any:
+        return session.style_spec(text) if text.startswith("ref:") else style_text(model, text)
+
+    if body.weights is not None:
+        if not body.weights:
+            raise BadRequest("weights is empty: give at least one style", code="bad_weight")
+        return [(spec(k), w) for k, w in body.weights.items()]
+    return [(spec(body.style), 1.0)]
+
+
+def _build(session: StyleSession, body: RenderIn) -> Any:
+    """The request's recipe, built (and its styles resolved) on the session's preview
+    Restyler; call with the session's lock held."""
+    pairs = _pairs(session, body)
+    model = session.restyler.model
+    ref_style = style_text(model, body.reference_style) if body.reference_style else None
+    return session.restyler.build(pairs, op="mix" if len(pairs) > 1 else "restyle",
+                                  seed=body.seed, strength=body.strength,
+                                  pixel_blend=body.pixel_blend, reference_style=ref_style)
+
+
 @router.post("/{session_id}/render", response_class=Response, responses=PNG_RESPONSES)
 async def render_session(body: RenderIn, session_id: str = SessionId,
                          state: ServiceState = Depends(get_state),
                          sessions: SessionStore = Depends(_sessions)) -> Any:
-    """Render the session's picture in a style or a blend (weights): decoder only."""
+    """Render the session's picture in a style or a blend (weights): decoder only.
+
+    Models trained on crops render a preview (longer side <= 512; /full renders the
+    same recipe at full size). The recipe becomes the session's current one.
+    """
     session = sessions.get(session_id)
     if (body.style is None) == (body.weights is None):
         raise BadRequest("give either `style` or `weights`", code="missing_style")
 
     def run() -> Any:
-        model = session.restyler.model
-
-        def spec(text: str) -> Any:
-            return session.style_spec(text) if text.startswith("ref:") \
-                else style_text(model, text)
-
-        if body.weights is not None:
-            if not body.weights:
-                raise BadRequest("weights is empty: give at least one style", code="bad_weight")
-            pairs: Any = [(spec(k), w) for k, w in body.weights.items()]
-        else:
-            pairs = [(spec(body.style), 1.0)]
-        ref_style = style_text(model, body.reference_style) if body.reference_style else None
         with session.lock:
-            return session.restyler.render(pairs, strength=body.strength, seed=body.seed,
-                                           pixel_blend=body.pixel_blend,
-                                           reference_style=ref_style,
-                                           op="mix" if len(pairs) > 1 else "restyle")
+            recipe = _build(session, body)
+            image = session.restyler.run(recipe)
+            session.last_recipe = recipe
+            return image
 
     image = await _with_timeout(asyncio.to_thread(run), state.settings.generate_timeout_s)
     count_images(state, [image])
     if body.save:
         return await respond_with_images([image], single_png=True)
     return png_response(image.array, image.metadata, {"X-Polychrome-Session": session.id})
+
+
+@router.post("/{session_id}/full", response_class=Response, responses=PNG_RESPONSES)
+async def render_full(body: FullRenderIn, session_id: str = SessionId,
+                      state: ServiceState = Depends(get_state),
+                      sessions: SessionStore = Depends(_sessions)) -> Any:
+    """Render the session's recipe at full size and save it to the gallery.
+
+    The recipe is the request's (style or weights, strength, seed, ...) or, with neither
+    `style` nor `weights`, the session's last render. It is built once, on the preview,
+    so the full-size image has the preview's style (the same codes, references and
+    seed). `size`: 'native' (the picture's own, capped) or the longer side in pixels.
+    Whole-picture models draw at their resolution either way (X-Polychrome-Drawn-At).
+    """
+    session = sessions.get(session_id)
+    if body.style is not None and body.weights is not None:
+        raise BadRequest("give either `style` or `weights` (or neither: the session's "
+                         "last render)", code="bad_request")
+    size = checked_size(body.size)
+
+    def run() -> Any:
+        with session.lock:
+            if body.style is None and body.weights is None:
+                if session.last_recipe is None:
+                    raise BadRequest("this session has rendered nothing yet: give `style` "
+                                     "or `weights`", code="missing_style")
+                recipe = session.last_recipe
+            else:
+                recipe = _build(session, body)
+            if not session.native:
+                return session.restyler.run(recipe)  # drawn at R x R, like a preview
+            refs = list(session.references.values())
+        full = session.full_restyler(size, state.device, refs)
+        keep_pictures(full.source)  # regeneration replays this image from these pixels
+        return full.run(recipe)
+
+    image = await _with_timeout(asyncio.to_thread(run), state.settings.generate_timeout_s)
+    count_images(state, [image])
+    extra = {"X-Polychrome-Session": session.id}
+    if not body.save:
+        return png_response(image.array, image.metadata, extra)
+    response = await respond_with_images([image], single_png=True)
+    response.headers.update(extra)
+    return response

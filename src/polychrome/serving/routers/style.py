@@ -25,6 +25,7 @@ from ..errors import BadRequest
 from ..schemas import GenerateOut, InterpolateIn, MixIn, RestyleIn
 from ..style_support import (
     PNG_RESPONSES,
+    checked_size,
     count_images,
     form_schema,
     keep_pictures,
@@ -51,7 +52,10 @@ router = APIRouter(prefix="/api", tags=["style"])
 async def restyle_route(request: Request, state: ServiceState = Depends(get_state)) -> Any:
     """Restyle an uploaded picture into a style or a reference picture's style.
 
-    One result answers image/png; `variations` > 1 answers JSON with gallery URLs.
+    One result answers image/png; `variations` > 1 answers JSON with gallery URLs. A model
+    trained on crops gives the picture back at its own size (or the longer side `size`);
+    a whole-picture model draws at its resolution and gives that back at the picture's
+    aspect (X-Polychrome-Drawn-At says which).
     """
     from ...pipelines.style import Restyler, require_translation, restyle
 
@@ -66,6 +70,7 @@ async def restyle_route(request: Request, state: ServiceState = Depends(get_stat
         raise BadRequest(f"variations must be at most {state.settings.generate_max_n} "
                          "(generate_max_n)")
     seed = new_seed(body.seed)
+    size = checked_size(body.size)
 
     async def work() -> list[Any]:
         loaded = await loaded_model(state, body.model)
@@ -76,15 +81,16 @@ async def restyle_route(request: Request, state: ServiceState = Depends(get_stat
             target = style_text(model, body.style) if body.style else None
             ref_style = style_text(model, body.reference_style) if body.reference_style \
                 else None
-            src = picture(model, image, "image")
-            ref_pic = picture(model, ref, "reference") if ref is not None else None
+            src = picture(model, image, "image", size=size)
+            ref_pic = picture(model, ref, "reference", reference=True) if ref is not None \
+                else None
             keep_pictures(src, ref_pic)
             if ref_pic is not None:  # with a reference, `style` names the reference's style
                 target = ref_style or target
             return restyle(model, [src], style=target, reference=ref_pic,
                            strength=body.strength, seed=seed, variations=body.variations,
                            pixel_blend=body.pixel_blend, device=state.device,
-                           restyler=Restyler(model, device=state.device))
+                           restyler=Restyler(model, device=state.device, size=size))
 
         return await asyncio.to_thread(run)
 
@@ -123,6 +129,7 @@ async def mix_route(request: Request, state: ServiceState = Depends(get_state)) 
         raise BadRequest('give weights over styles, e.g. {"ink": 0.7, "neon": 0.3}, and/or '
                          "reference pictures", code="missing_style")
     seed = new_seed(body.seed)
+    size = checked_size(body.size)
 
     async def work() -> Any:
         loaded = await loaded_model(state, body.model)
@@ -130,14 +137,14 @@ async def mix_route(request: Request, state: ServiceState = Depends(get_state)) 
         def _mix(model: Any) -> Any:
             pairs: list[tuple[Any, float]] = [(style_text(model, k), w)
                                               for k, w in body.weights.items()]
-            ref_pics = [picture(model, r, "reference") for r in refs]
+            ref_pics = [picture(model, r, "reference", reference=True) for r in refs]
             weights = body.reference_weights or [1.0] * len(ref_pics)
             pairs += list(zip(ref_pics, weights, strict=True))
-            src = picture(model, image, "image") if image is not None else None
+            src = picture(model, image, "image", size=size) if image is not None else None
             keep_pictures(src, *ref_pics)
             ref_style = style_text(model, body.reference_style) if body.reference_style \
                 else None
-            r = Restyler(model, device=state.device)
+            r = Restyler(model, device=state.device, size=size)
             if ref_style is not None:
                 if src is not None:
                     r.set_image(src)
@@ -183,19 +190,26 @@ async def interpolate_route(request: Request, state: ServiceState = Depends(get_
         if (text is None) == (ref is None):
             raise BadRequest(f"give exactly one of `{k}` (a style) or `{k}_reference` "
                              "(a picture)", code="missing_style")
+    size = checked_size(body.size)
+    facts: dict[str, str] = {}
 
     async def work() -> bytes:
         loaded = await loaded_model(state, body.model)
 
         def _animate(model: Any) -> bytes:
-            a = style_text(model, body.from_) if body.from_ else picture(model, ends[0], "from")
-            b = style_text(model, body.to) if body.to else picture(model, ends[1], "to")
+            a = style_text(model, body.from_) if body.from_ \
+                else picture(model, ends[0], "from", reference=True)
+            b = style_text(model, body.to) if body.to \
+                else picture(model, ends[1], "to", reference=True)
             pin = style_text(model, body.style) if body.style else None
-            src = picture(model, image, "image") if image is not None else None
+            src = picture(model, image, "image", size=size) if image is not None else None
             keep_pictures(src, *(p for p in (a, b) if not isinstance(p, str)))
             frames = interpolate(model, a, b, source=src, frames=body.frames, seed=body.seed,
                                  style=pin, pingpong=body.pingpong, device=state.device,
-                                 restyler=Restyler(model, device=state.device))
+                                 restyler=Restyler(model, device=state.device, size=size))
+            first = frames[0].metadata
+            facts.update({k: first[k] for k in ("width", "height", "drawn_at", "tiles", "size")
+                          if first.get(k)})
             tmp = state.settings.tmp_dir / f"interp-{uuid.uuid4().hex}.gif"
             try:
                 write_animation(frames, tmp, fps=body.fps, scale=body.scale)
@@ -206,8 +220,9 @@ async def interpolate_route(request: Request, state: ServiceState = Depends(get_
         return await asyncio.to_thread(_animate, loaded.model)
 
     gif = await _with_timeout(work(), state.settings.generate_timeout_s)
+    headers = {f"X-Polychrome-{k.replace('_', '-').title()}": v for k, v in facts.items()}
     return Response(gif, media_type="image/gif",
-                    headers={"X-Polychrome-Frames": str(body.frames),
+                    headers={**headers, "X-Polychrome-Frames": str(body.frames),
                              "Content-Disposition": 'inline; filename="interpolation.gif"'})
 
 

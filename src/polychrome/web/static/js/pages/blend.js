@@ -1,7 +1,10 @@
 // Blend: several styles (and reference pictures) with weights; the result follows the sliders.
-// Noise models: POST /api/mix. Translation models: a restyle session renders the blend
-// (decoder only). "Animate" renders the interpolation GIF (POST /api/interpolate).
+// Noise models: POST /api/mix (saved when a slider settles). Translation models: a restyle
+// session renders previews of the blend (decoder only); "Save" / "Download full size"
+// render it at full size into the gallery. "Animate" renders the interpolation GIF
+// (POST /api/interpolate).
 import { addSessionReference, imageName, openRestyleSession, postImage } from "../api.js";
+import { fullSizeControls, previewCaption } from "../fullsize.js";
 import { listModels } from "../state.js";
 import {
   clearError, debounce, dropZone, errorBox, field, fillModels, h, seedField, showError, status,
@@ -26,6 +29,8 @@ export function mount(root, params) {
   const refErr = errorBox();
   const seed = seedField("Seed", 0);
   const result = h("img", { alt: "Blend: no result yet" });
+  const caption = h("figcaption", {}, "The blend");
+  const full = fullSizeControls({ request: () => (session && Object.keys(weights()).length ? { weights: weights(), seed: parseInt(seed.input.value, 10) || 0 } : null) });
   const download = h("a", { class: "button secondary", href: "#", download: "blend.png", hidden: true }, "Download");
   const resultErr = errorBox();
   const note = status();
@@ -45,8 +50,8 @@ export function mount(root, params) {
       refWrap, refErr,
       seed.el),
     h("section", { class: "panel", "aria-label": "Result" },
-      h("figure", { class: "result", "aria-live": "polite" }, result, h("figcaption", {}, "The blend")),
-      h("div", { class: "row" }, download), resultErr, note,
+      h("figure", { class: "result", "aria-live": "polite" }, result, caption),
+      resultErr, note, full.el, h("div", { class: "row" }, download),
       h("h2", {}, "Animate"),
       h("div", { class: "row" }, field("From", fromSel), field("To", toSel), field("Frames", frames)),
       h("div", { class: "row" }, animBtn, animLink), animErr, anim)));
@@ -70,6 +75,8 @@ export function mount(root, params) {
   function setupModel() {
     const m = model();
     session = null;
+    full.setSession(null);
+    caption.textContent = "The blend";
     refs.clear();
     rows = [];
     weightsBox.replaceChildren();
@@ -124,6 +131,8 @@ export function mount(root, params) {
     note.textContent = "Uploading and encoding the picture…";
     try {
       session = await openRestyleSession(modelSel.value, file, file.name);
+      full.setSession(session);
+      result.classList.toggle("smooth", Boolean(session.native));
       const u = URL.createObjectURL(file);
       urls.add(u);
       pictureBox.querySelector(".drop span").replaceChildren(h("img", { src: u, alt: `Picture: ${file.name}` }), h("br"), file.name);
@@ -149,10 +158,13 @@ export function mount(root, params) {
     } catch (e) { showError(refErr, e); }
   }
 
+  // Noise models: save=false while a slider moves, true when it settles. Translation
+  // models: previews only ("Save" renders the blend at full size).
   async function render(save) {
     const w = weights();
     if (!Object.keys(w).length) { note.textContent = "Give at least one style a weight above 0."; return; }
     if (isTranslation() && !session) return;
+    if (isTranslation()) save = false;
     clearError(resultErr);
     if (inflight) inflight.abort();
     const ctrl = new AbortController();
@@ -168,8 +180,10 @@ export function mount(root, params) {
       result.alt = `Blend: ${img.headers.get("x-polychrome-style") || ""}`;
       download.href = img.url;
       download.download = imageName({ model: modelSel.value, op: "mix", style: "blend", seed: String(s) });
-      download.hidden = false;
-      note.textContent = save ? "Saved to the gallery." : "Preview";
+      download.hidden = Boolean(session && !session.native); // whole models: "Download" below
+      download.textContent = isTranslation() ? "Download preview" : "Download";
+      if (isTranslation()) caption.textContent = `The blend: ${previewCaption(session, img.headers)}`;
+      note.textContent = save ? "Saved to the gallery." : !isTranslation() ? "Preview" : session.native ? "Preview: Save keeps this blend in the gallery at full size." : "Preview: Save keeps this blend in the gallery.";
     } catch (e) {
       if (e.name !== "AbortError") showError(resultErr, e);
     } finally {
@@ -189,7 +203,12 @@ export function mount(root, params) {
       form.append("model", modelSel.value);
       form.append("frames", String(n));
       form.append("seed", String(s));
-      form.append("scale", "4");
+      if (session && session.native) { // the animation at the preview's size, unscaled
+        form.append("size", String(Math.max(session.preview_width, session.preview_height)));
+        form.append("scale", "1");
+      } else {
+        form.append("scale", "4");
+      }
       form.append("image", picture, picture.name);
       for (const [end, key] of [["from", fromSel.value], ["to", toSel.value]]) {
         if (refs.has(key)) form.append(`${end}_reference`, refs.get(key).file, refs.get(key).label);
@@ -218,6 +237,7 @@ export function mount(root, params) {
   return () => {
     if (inflight) inflight.abort();
     live.cancel();
+    full.dispose();
     urls.forEach((u) => URL.revokeObjectURL(u));
   };
 }

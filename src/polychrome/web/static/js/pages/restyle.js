@@ -1,7 +1,10 @@
 // Restyle: a picture into a style or a reference picture's style, live.
 // The picture is uploaded once (a session: its content encoding stays on the server);
-// changing the style or the strength then only re-runs the decoder.
+// changing the style or the strength then only re-runs the decoder. Previews are not
+// kept; "Save" / "Download full size" render the same style at full size into the gallery
+// (models trained on crops preview at <= 512 px and render the picture's own size).
 import { addSessionReference, imageName, openRestyleSession, postImage, request } from "../api.js";
+import { fullSizeControls, previewCaption } from "../fullsize.js";
 import { handoff, listModels } from "../state.js";
 import { swatchGroup } from "../swatches.js";
 import {
@@ -32,7 +35,9 @@ export function mount(root, params) {
   const varErr = errorBox();
   const before = h("img", { alt: "Before: no picture yet" });
   const after = h("img", { alt: "After: no result yet" });
-  const download = h("a", { class: "button secondary", href: "#", download: "restyled.png", hidden: true }, "Download");
+  const afterCaption = h("figcaption", {}, "After");
+  const download = h("a", { class: "button secondary", href: "#", download: "restyled.png", hidden: true }, "Download preview");
+  const full = fullSizeControls({ request: () => (session && target ? renderBody() : null) });
   const resultErr = errorBox();
   const note = status("Choose a picture to start.");
   const varGrid = h("div", { class: "grid small", "aria-live": "polite", "aria-label": "Variations" });
@@ -48,18 +53,18 @@ export function mount(root, params) {
   const view = h("section", { class: "panel", "aria-label": "Before and after" },
     h("div", { class: "compare" },
       h("figure", {}, before, h("figcaption", {}, "Before")),
-      h("figure", { class: "result", "aria-live": "polite" }, after, h("figcaption", {}, "After"))),
-    h("div", { class: "row" }, download), resultErr, note,
+      h("figure", { class: "result", "aria-live": "polite" }, after, afterCaption)),
+    resultErr, note, full.el, h("div", { class: "row" }, download),
     h("h2", {}, "Variations"), varGrid);
   root.append(h("h1", {}, "Restyle"), h("div", { class: "cols" }, controls, view));
 
   let group = null;
-  const live = debounce(() => render(false), 120);
+  const live = debounce(() => render(), 120);
 
   modelSel.addEventListener("change", () => { buildStyles(); if (picture) openSession(); });
   strength.input.addEventListener("input", () => live());
-  strength.input.addEventListener("change", () => { live.cancel(); render(true); });
-  seed.input.addEventListener("change", () => render(true));
+  strength.input.addEventListener("change", () => { live.cancel(); render(); });
+  seed.input.addEventListener("change", () => render());
 
   function model() { return models.find((m) => m.name === modelSel.value); }
 
@@ -67,7 +72,7 @@ export function mount(root, params) {
     const m = model();
     if (!m) return;
     target = target && target.startsWith("ref:") ? null : target;
-    group = swatchGroup("Target style", m.styles.map((s) => ({ value: s, label: s })), (v) => { target = v; render(true); }, null);
+    group = swatchGroup("Target style", m.styles.map((s) => ({ value: s, label: s })), (v) => { target = v; render(); }, null);
     styleBox.replaceChildren(group.el);
     if (!target) {
       target = m.styles[Math.min(1, m.styles.length - 1)];
@@ -106,6 +111,7 @@ export function mount(root, params) {
   async function openSession() {
     if (!picture || !model()) return;
     session = null;
+    full.setSession(null);
     note.textContent = "Uploading and encoding the picture…";
     try {
       session = await openRestyleSession(modelSel.value, picture.blob, picture.name);
@@ -114,8 +120,10 @@ export function mount(root, params) {
       note.textContent = "";
       return;
     }
+    full.setSession(session);
+    for (const img of [before, after]) img.classList.toggle("smooth", Boolean(session.native));
     note.textContent = "Picture ready: pick a style or move the strength slider.";
-    await render(true);
+    await render();
     previewSwatches();
   }
 
@@ -141,18 +149,22 @@ export function mount(root, params) {
       group.select(out.reference);
       target = out.reference;
       btn.focus();
-      await render(true);
+      await render();
     } catch (e) { showError(refErr, e); }
   }
 
-  // save=false while a slider moves (previews), true when the choice settles.
-  async function render(save) {
+  function renderBody() {
+    return { style: target, strength: parseFloat(strength.input.value), seed: parseInt(seed.input.value, 10) || 0 };
+  }
+
+  // Previews only (save=false): "Save" keeps the current style at full size.
+  async function render() {
     if (!session || !target) return;
     clearError(resultErr);
     if (inflight) inflight.abort(); // a newer request makes the older one stale
     const ctrl = new AbortController();
     inflight = ctrl;
-    const body = { style: target, strength: parseFloat(strength.input.value), seed: parseInt(seed.input.value, 10) || 0, save };
+    const body = { ...renderBody(), save: false };
     try {
       const img = await postImage(`/api/restyle/sessions/${session.session}/render`, { json: body, signal: ctrl.signal });
       if (ctrl.signal.aborted) return;
@@ -162,10 +174,12 @@ export function mount(root, params) {
       after.src = img.url;
       after.alt = `After: ${img.headers.get("x-polychrome-style") || target}, strength ${body.strength}`;
       after.dataset.style = target;
+      afterCaption.textContent = `After: ${previewCaption(session, img.headers)}`;
       download.href = img.url;
       download.download = imageName({ model: session.model.split(":")[0], op: "restyle", style: target.startsWith("ref:") ? "ref" : target, seed: String(body.seed) });
-      download.hidden = false;
-      note.textContent = save ? "Saved to the gallery." : "Preview";
+      download.hidden = !session.native; // a whole model's preview is its result: "Download"
+      note.textContent = session.native ? "Preview: Save keeps this style in the gallery at full size."
+        : "Preview: Save keeps this result in the gallery.";
     } catch (e) {
       if (e.name === "AbortError") return;
       if (e.code === "unknown_session") { openSession(); return; } // expired: upload again
@@ -185,6 +199,7 @@ export function mount(root, params) {
     form.append("strength", strength.input.value);
     form.append("seed", String(parseInt(seed.input.value, 10) || 0));
     form.append("variations", variations.value || "1");
+    form.append("size", full.size());
     form.append("image", picture.blob, picture.name);
     varBtn.disabled = true;
     try {
@@ -208,6 +223,7 @@ export function mount(root, params) {
   return () => {
     if (inflight) inflight.abort();
     live.cancel();
+    full.dispose();
     urls.forEach((u) => URL.revokeObjectURL(u));
   };
 }
