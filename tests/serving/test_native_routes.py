@@ -19,8 +19,9 @@ STYLES = ["ink", "neon", "pastel"]
 WHOLE = dict(NATIVE_STARGAN, enc_blocks=2, dec_blocks=2)
 # Above 20,000 padded pixels a picture runs in 256 px tiles: the 600 x 40 picture below
 # is tiled at full size, its 512 x 34 preview is not.
+# Uploads above 50,000 pixels are refused, yet a small picture may be rendered larger.
 SERVER_ENV = {"POLYCHROME_TILE_MAX_PIXELS": "20000", "POLYCHROME_TILE_SIDE": "256",
-              "POLYCHROME_NATIVE_MAX_SIDE": "1024"}
+              "POLYCHROME_NATIVE_MAX_SIDE": "1024", "POLYCHROME_MAX_PIXELS": "50000"}
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +95,14 @@ def test_size_sets_the_long_side_and_bad_sizes_are_4xx(client):
     assert arr.shape == (20, 30, 3) and meta["size"] == "30" and meta["drawn_at"] == "30x20"
     # regenerated at the recorded size, from the kept working-size pixels
     again = client.post(f"/api/images/{r.headers['x-polychrome-image-id']}/regenerate")
+    assert again.headers["x-polychrome-identical"] == "true"
+    # rendered above the upload cap: the kept working-size pixels still regenerate it
+    r = client.post("/api/restyle", data={"model": "nat", "style": "ink", "size": "300"},
+                    files={"image": img})
+    arr, meta = _png(r)
+    assert arr.shape == (201, 300, 3) and int(meta["tiles"]) > 1
+    again = client.post(f"/api/images/{r.headers['x-polychrome-image-id']}/regenerate")
+    assert again.status_code == 200, again.text
     assert again.headers["x-polychrome-identical"] == "true"
     for bad in ("big", "4", "-1", "1.5"):
         _error(client.post("/api/restyle", data={"model": "nat", "style": "ink", "size": bad},

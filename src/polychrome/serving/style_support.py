@@ -201,11 +201,15 @@ def kept_picture(sha256: str) -> np.ndarray:
         raise NotFound(f"the input picture {sha256[:12]}… of this image is no longer kept "
                        "on the server: restyle it again from the original",
                        code="missing_input")
-    # Our own file: a working size of up to native_max_side on a side may exceed the
-    # upload cap (max_pixels) when a small picture was rendered at a large `size`.
-    side = get_settings().native_max_side
-    cap = max(get_settings().max_pixels, side * side)
-    return decode_image(path, max_pixels=cap)  # (H, W, 3) uint8: the working array
+    return decode_image(path, max_pixels=own_pixels_cap())  # (H, W, 3): the working array
+
+
+def own_pixels_cap() -> int:
+    """The pixel cap for decoding the server's own files (kept pictures, gallery images):
+    a working size of up to native_max_side on a side may exceed the upload cap
+    (max_pixels) when a small picture was rendered at a large `size`."""
+    settings = get_settings()
+    return max(settings.max_pixels, settings.native_max_side ** 2)
 
 
 # -- answers ------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from ..style_support import (
     loaded_model,
     new_seed,
     one_file,
+    own_pixels_cap,
     picture,
     png_response,
     read_request,
@@ -258,7 +259,8 @@ async def regenerate_image(image_id: int = Path(ge=1, le=2**62),
         return await asyncio.to_thread(run)
 
     image = await _with_timeout(work(), state.settings.generate_timeout_s)
-    original = await asyncio.to_thread(lambda: decode_image(gallery.image_path(image_id)))
+    original = await asyncio.to_thread(lambda: decode_image(gallery.image_path(image_id),
+                                                            max_pixels=own_pixels_cap()))
     same = original.shape == image.array.shape and bool(np.array_equal(original, image.array))
     count_images(state, [image])
     response = await respond_with_images([image], single_png=True)
