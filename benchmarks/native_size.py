@@ -379,6 +379,7 @@ def _main(args: argparse.Namespace) -> int:
         raise ConfigError(f"--skip takes timing, rss, psnr; got {args.skip!r}")
     if args.image is not None and not args.image.is_file():
         raise ConfigError(f"--image {args.image}: no such file")
+    t0 = time.perf_counter()
     sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
     model = load_model(args.model)
     if not is_native(model):
@@ -401,6 +402,7 @@ def _main(args: argparse.Namespace) -> int:
             report["rss"] = measure_rss(args, work)
         if "psnr" not in skip:
             report["psnr"] = measure_psnr(model, args.style, args)
+    report["seconds"] = round(time.perf_counter() - t0, 1)
     atomic_write_json(args.json, report)
     print(table(report))
     print(f"written: {args.json}", file=sys.stderr)

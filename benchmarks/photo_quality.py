@@ -4,7 +4,7 @@
         [--from photo|all] [--long-side 512] [--seed 0] [--threads 2]
         [--evaluator-steps 1500] [--ct-pictures 200] [--ct-style STYLE]
         [--json docs/quality/photo_quality.json] [--md docs/quality/photo_quality.md]
-        [--grid docs/quality/photo_styles_grid.png] [--grid-rows 4] [--cell 256]
+        [--grid docs/quality/photo_styles_grid.png] [--grid-rows 5] [--cell 256]
 
 MODEL is a crops-mode translator (it runs at the picture's own size); DATASET the style
 folders it was trained on (crops store at the model's crop and scale range). Pictures
@@ -45,7 +45,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
+import time
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -53,12 +54,17 @@ import torch
 from common import run_facts, run_script
 from PIL import Image, ImageDraw, ImageFont
 
-from polychrome.data.cache import PackedDataset, load_packed, resolve_dataset_dir
+from polychrome.data.cache import (
+    PackedDataset,
+    heldout_stems,
+    load_packed,
+    resolve_dataset_dir,
+)
 from polychrome.data.crops import PackedCrops
 from polychrome.errors import ConfigError
 from polychrome.imageio import encode_png
 from polychrome.metrics.evaluator import OfflineEvaluator, dataset_identity, train_evaluator
-from polychrome.metrics.translation import ssim
+from polychrome.metrics.translation import ssim, training_split
 from polychrome.models.base import GANModel
 from polychrome.models.store import load_model
 from polychrome.pipelines.style import Restyler
@@ -184,31 +190,38 @@ def crops_evaluator(dataset_dir: Path, packed: PackedCrops, *, steps: int | None
     return OfflineEvaluator.load(final)
 
 
+def split_rows(packed: PackedCrops, which: str, domain: int) -> list[int]:
+    """Rows of one style on one side of the fixed split (`PackedDataset.split`'s rule:
+    held-out file stems), without copying the pictures."""
+    held = heldout_stems(packed.files)
+    want = which == "heldout"
+    return [i for i, f in enumerate(packed.files)
+            if int(packed.labels[i]) == domain and (PurePosixPath(f).stem in held) == want]
+
+
 def held_out_pictures(packed: PackedCrops, domain: int, n: int, long_side: int,
                       seed: int) -> list[tuple[str, np.ndarray]]:
     """Up to n held-out pictures of one style: (file, (H, W, 3) uint8), seeded order."""
-    held = packed.split("heldout")
-    rows = [i for i in range(len(held)) if int(held.labels[i]) == domain]
+    rows = split_rows(packed, "heldout", domain)
     order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed)).tolist()
     out = []
     for j in order[:n]:
-        arr = held.picture(rows[j]).permute(1, 2, 0).numpy()
+        arr = packed.picture(rows[j]).permute(1, 2, 0).numpy()
         if max(arr.shape[:2]) > long_side:
             arr = resize_long_side(arr, long_side)
-        out.append((held.files[rows[j]], np.ascontiguousarray(arr)))
+        out.append((packed.files[rows[j]], np.ascontiguousarray(arr)))
     return out
 
 
 def style_statistics(packed: PackedCrops, domains: list[int], limit: int,
                      seed: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Reinhard target statistics of each style, from its training pictures."""
-    train = packed.split("train")
     out = {}
     for d in domains:
-        rows = [i for i in range(len(train)) if int(train.labels[i]) == d]
+        rows = split_rows(packed, "train", d)
         g = torch.Generator().manual_seed(seed + d)
         pick = [rows[j] for j in torch.randperm(len(rows), generator=g)[:limit].tolist()]
-        out[d] = lab_stats([train.picture(i).permute(1, 2, 0).numpy() for i in pick])
+        out[d] = lab_stats([packed.picture(i).permute(1, 2, 0).numpy() for i in pick])
         log.info("colour statistics of %s from %d training pictures", packed.domains[d],
                  len(pick))
     return out
@@ -370,7 +383,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--json", type=Path, default=OUT_DIR / "photo_quality.json")
     ap.add_argument("--md", type=Path, default=OUT_DIR / "photo_quality.md")
     ap.add_argument("--grid", type=Path, default=OUT_DIR / "photo_styles_grid.png")
-    ap.add_argument("--grid-rows", type=int, default=4, help="held-out photos in the grid")
+    ap.add_argument("--grid-rows", type=int, default=5, help="held-out photos in the grid")
     ap.add_argument("--cell", type=int, default=256, help="grid cell side (pixels)")
     return ap.parse_args(argv)
 
@@ -380,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
     if args.n < 1 or args.long_side < 16 or args.cell < 16 or args.grid_rows < 0:
         raise ConfigError("--n must be >= 1, --long-side and --cell >= 16, --grid-rows >= 0")
     model = load_model(args.model)
@@ -387,6 +401,10 @@ def _main(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.model} is not a crops-mode translator (meta fit "
                           f"{model.meta.get('fit')!r}): this benchmark restyles pictures at "
                           "their own size")
+    trained_split = training_split(model)
+    if trained_split is not None and trained_split != "train":
+        log.warning("the model was trained on split %r: the held-out pictures were seen in "
+                    "training", trained_split)
     dataset_dir = resolve_dataset_dir(args.dataset)
     ds_name, ds_version = dataset_identity(dataset_dir)
     crop = int(model.meta.get("crop") or model.config.resolution)
@@ -435,6 +453,7 @@ def _main(args: argparse.Namespace) -> int:
     report = {**run_facts(), "model": label, "dataset": f"{ds_name}:{ds_version}",
               "crop": crop, "scale": list(packed.scale), "sources": args.sources,
               "n_source_pictures": n_src, "long_side": args.long_side, "seed": args.seed,
+              "trained_split": trained_split, "seconds": round(time.perf_counter() - t0, 1),
               "evaluator": {"name": ev.name, **ev.stats}, "summary": summary,
               "real": extra["real"], "records": records}
     atomic_write_json(args.json, report)
