@@ -47,7 +47,7 @@ from polychrome.metrics import evaluate_generator, get_offline_evaluator
 from polychrome.metrics.evaluator import dataset_identity
 from polychrome.models import create_model, get_model_class, list_models
 from polychrome.models.base import GANModel
-from polychrome.pipelines.generate import iter_samples
+from polychrome.sampling import iter_samples
 from polychrome.settings import get_settings
 from polychrome.training import TrainConfig, export_model, train
 from polychrome.training.budget import TimeBudget

@@ -56,7 +56,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from polychrome.data.cache import PackedDataset
 from polychrome.errors import ModelError, PolychromeError
 from polychrome.models import create_model, get_model_class, list_models
-from polychrome.pipelines.generate import generator_kwargs
+from polychrome.sampling import generator_kwargs
 from polychrome.training import TrainConfig, resolve_config, train
 from polychrome.training.checkpoint import load_checkpoint
 

@@ -426,7 +426,10 @@ def to_tensor(arr: np.ndarray) -> torch.Tensor:
     arr = np.asarray(arr)
     if arr.dtype != np.uint8:
         raise ValueError(f"to_tensor needs uint8, got {arr.dtype}")
-    t = torch.from_numpy(np.ascontiguousarray(arr))
+    arr = np.ascontiguousarray(arr)
+    if not arr.flags.writeable:  # decoded pictures are read-only; torch wants to own one
+        arr = arr.copy()
+    t = torch.from_numpy(arr)
     if t.ndim == 2:
         t = t.unsqueeze(-1)
     if t.ndim == 3:

@@ -44,8 +44,11 @@ class Settings(BaseSettings):
     # Tiling engine (pipelines/tiling.py): above tile_max_pixels a picture runs in tiles of
     # tile_side (memory stays bounded); normalisation statistics come from one pass over
     # the whole picture, downscaled to tile_stats_max_pixels when it is larger.
+    # Each tile is run with tile_context more of the picture around it (dropped after):
+    # it covers the generator's reach, so tiles agree with a whole pass.
     tile_max_pixels: int = 2_097_152
-    tile_side: int = 512
+    tile_side: int = 768
+    tile_context: int = 128
     tile_stats_max_pixels: int = 2_097_152
 
     # -- `polychrome serve` / `polychrome worker` ------------------------------------

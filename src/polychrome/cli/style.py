@@ -284,7 +284,7 @@ def styles_list(model: str, as_json: bool) -> None:
     """List MODEL's learned styles and saved (bank) styles."""
     from ..models.store import load_model
     from ..pipelines import stylebank
-    from ..pipelines.generate import model_identity
+    from ..sampling import model_identity
 
     m = load_model(model)
     bank = stylebank.list_bank(m) if stylebank.code_kind(m) else []

@@ -24,7 +24,7 @@ import torch
 from ..data.cache import PackedDataset, load_cache_dir, resolve_dataset_dir
 from ..errors import ConfigError
 from ..models.base import GANModel
-from ..pipelines.generate import check_noise_model, iter_samples, model_identity
+from ..sampling import check_noise_model, iter_samples, model_identity
 from .evaluator import dataset_identity, get_offline_evaluator, unsaved_offline_evaluator
 from .fidelity import FeatureStats, compute_metrics, feature_stats, parse_metrics
 

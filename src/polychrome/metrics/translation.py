@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from ..data.cache import PackedDataset
 from ..errors import ConfigError
 from ..models.base import GANModel
-from ..pipelines.generate import to_uint8
+from ..sampling import to_uint8
 from .fidelity import fid, kid
 
 log = logging.getLogger(__name__)
@@ -312,7 +312,7 @@ def evaluate_translation(model: GANModel, packed: PackedDataset, *, dataset_dir:
     import time
 
     from ..models.store import update_metrics
-    from ..pipelines.generate import model_identity
+    from ..sampling import model_identity
     from .api import resolve_extractor
 
     t0 = time.perf_counter() if t0 is None else t0

@@ -29,9 +29,9 @@ from PIL import Image
 
 from ..errors import PolychromeError
 from ..models.base import GANModel
+from ..sampling import GeneratedImage, style_index
 from ..utils.atomic import atomic_path, atomic_write_bytes
 from . import stylebank
-from .generate import GeneratedImage, style_index
 from .recipe import Recipe, check_seed
 from .restyler import Restyler
 from .style_codes import StyleSource, parse_source

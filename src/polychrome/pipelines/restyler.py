@@ -14,9 +14,16 @@ from .. import __version__
 from ..errors import PolychromeError
 from ..imageio import from_tensor
 from ..models.base import GANModel
+from ..sampling import (
+    GeneratedImage,
+    generator_kwargs,
+    load_model_on,
+    model_identity,
+    style_index,
+    to_rgb,
+)
 from ..settings import get_settings
 from . import stylebank
-from .generate import GeneratedImage, _load, generator_kwargs, model_identity, style_index, to_rgb
 from .recipe import CONTENT_CACHE, ContentCache, Recipe, StyleLike, check_seed, check_unit, summary
 from .style_codes import (
     Picture,
@@ -50,7 +57,7 @@ class Restyler:
     def __init__(self, model: GANModel | str, *, device: str | torch.device = "cpu",
                  cache: ContentCache | None = None, size: int | str | None = None):
         self.device = device
-        self.model = _load(model, device)
+        self.model = load_model_on(model, device)
         # Working size of native (crops-mode) models: None = the picture's own (capped),
         # else its longer side in pixels. Whole-picture models always draw at R x R.
         self.size = parse_size(size)
@@ -103,7 +110,8 @@ class Restyler:
     def tile_settings(self) -> TileSettings:
         st = get_settings()
         tile = max(16, st.tile_side)
-        return TileSettings(tile=tile, overlap=min(64, tile // 4), context=min(64, tile // 2),
+        return TileSettings(tile=tile, overlap=min(64, tile // 4),
+                            context=max(0, min(st.tile_context, tile // 2)),
                             max_pixels=st.tile_max_pixels,
                             stats_max_pixels=st.tile_stats_max_pixels)
 

@@ -34,8 +34,9 @@ import torch
 from ..errors import PolychromeError
 from ..imageio import encode_png
 from ..models.base import GANModel
+from ..sampling import GeneratedImage
 from ..utils.atomic import atomic_write_bytes
-from .generate import GeneratedImage, _slug
+from .generate import _slug
 from .recipe import CONTENT_CACHE, ContentCache, Recipe, StyleLike, check_seed, summary
 from .restyler import Restyler
 from .style_codes import Picture, load_picture, parse_weighted, require_translation

@@ -42,9 +42,9 @@ from ..data.cache import FITS, square_resize
 from ..errors import ImageRejected, ModelError, PolychromeError
 from ..imageio import decode_image, to_tensor
 from ..models.base import GANModel
+from ..sampling import model_identity, style_index
 from ..settings import get_settings
 from . import stylebank
-from .generate import model_identity, style_index
 
 log = logging.getLogger(__name__)
 

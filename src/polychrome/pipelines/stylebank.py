@@ -32,9 +32,10 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import NotFound, PolychromeError
 from ..models.base import GANModel
+from ..sampling import model_identity
 from ..settings import get_settings
 from ..utils.atomic import atomic_path, atomic_write_json
-from .generate import _slug, model_identity
+from .generate import _slug
 
 log = logging.getLogger(__name__)
 

@@ -24,10 +24,10 @@ import torch
 
 from ..errors import PolychromeError
 from ..imageio import from_tensor
-from ..pipelines.generate import (
+from ..pipelines.generate import generate
+from ..sampling import (
     GeneratedImage,
     check_noise_model,
-    generate,
     generation_metadata,
     generator_kwargs,
     model_identity,

@@ -25,7 +25,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..models.base import GANModel
-from ..pipelines.generate import GeneratedImage, generate
+from ..pipelines.generate import generate
+from ..sampling import GeneratedImage
 from .batching import BatchPlanner, run_batched
 from .observability import Metrics
 

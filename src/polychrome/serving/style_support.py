@@ -127,7 +127,7 @@ def style_text(model: GANModel, text: str) -> str:
     `bank:NAME`, `seed:N` and saved style names pass.
     """
     from ..pipelines import stylebank
-    from ..pipelines.generate import style_index
+    from ..sampling import style_index
 
     t = text.strip()
     if t.startswith((stylebank.BANK_PREFIX, "seed:")):

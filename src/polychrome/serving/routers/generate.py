@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 
 from ...errors import PolychromeError
-from ...pipelines.generate import GeneratedImage
+from ...sampling import GeneratedImage
 from .. import gallery
 from ..deps import ServiceState, get_state
 from ..errors import GenerateTimeout

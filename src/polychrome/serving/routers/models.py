@@ -55,7 +55,8 @@ def _grid(rows: list[list[np.ndarray]]) -> np.ndarray:
 def render_samples(state: ServiceState, name: str, cols: int) -> bytes:
     """A row per style, columns seeds 0..cols-1: deterministic, so cached on disk."""
     from ...imageio import encode_png
-    from ...pipelines.generate import check_noise_model, generate
+    from ...pipelines.generate import generate
+    from ...sampling import check_noise_model
 
     loaded = state.cache.get(checked_ref(name, "model name"))
     ref = loaded.ref
