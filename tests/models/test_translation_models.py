@@ -170,6 +170,22 @@ def test_stargan_encode_decode_split_equals_forward(skips):
         assert torch.equal(model.generator.decode(content, s2), model.generator(x, s2))
 
 
+def test_stargan_rgb_skip_starts_as_identity_and_learns_a_residual():
+    model = _tiny("stargan", rgb_skip=True).eval()
+    x, y = _inputs(model)
+    s = model.style_from_latent(model.sample_z(B), y)
+    with torch.no_grad():
+        out = model.generator(x, s)
+        assert (out - x).abs().max() < 0.01  # identity at initialisation (up to the clamp)
+        content = model.generator.encode(x)
+        assert torch.equal(content.source, x)
+        assert torch.equal(model.generator.decode(content, s), out)
+        torch.nn.init.normal_(model.generator.to_rgb[-1].weight)  # a trained residual
+        s2 = model.style_from_latent(model.sample_z(B), y)
+        a, b = model.generator(x, s), model.generator(x, s2)
+    assert torch.isfinite(a).all() and (a - b).abs().mean() > 1e-3
+
+
 def test_stargan_style_changes_output_and_content_matters():
     model = _tiny("stargan").eval()
     x, y = _inputs(model)

@@ -29,6 +29,7 @@ from ..layers import InstanceNorm2d, ResBlock
 from ..registry import register_model
 
 _SLOPE = 0.2  # LeakyReLU slope used throughout the paper
+_RGB_EDGE = 1.0 - 1.0 / 255  # |x| cap before atanh (rgb_skip): pixel values stay finite
 
 
 def _log2(n: int) -> int:
@@ -56,6 +57,11 @@ class StarGANConfig(ModelConfig):
     # coarsest resolutions above the bottleneck are added to the decoder's, so the
     # source's layout reaches the output directly while AdaIN still sets the style.
     skips: int = 0
+    # Residual output (not in the paper, default off): out = tanh(to_rgb(h) + atanh(x)), so
+    # G draws a change over its input. to_rgb's instance norm removes every feature map's
+    # mean, so without it a generator cannot tell a flat white crop from a flat black one
+    # and learns to keep colours only slowly; with it identity is the starting point.
+    rgb_skip: bool = False
     enc_blocks: int = 2  # style-free bottleneck blocks (inside encode, cacheable)
     dec_blocks: int = 2  # AdaIN bottleneck blocks (inside decode)
     mapping_dim: int = 128  # hidden width of F
@@ -147,6 +153,7 @@ class Content(NamedTuple):
 
     features: torch.Tensor
     skips: tuple[torch.Tensor, ...] = ()
+    source: torch.Tensor | None = None  # the input x itself, for configs with rgb_skip
 
 
 class StarGenerator(nn.Module):
@@ -175,6 +182,7 @@ class StarGenerator(nn.Module):
         self.content_size = cfg.resolution >> cfg.g_down
         # Encoder levels (index into self.down) whose input feeds a skip, coarsest first.
         self.skip_levels = list(range(cfg.g_down - 1, cfg.g_down - 1 - cfg.skips, -1))
+        self.rgb_skip = bool(cfg.rgb_skip)
 
     def encode(self, x: torch.Tensor) -> Content:
         # (B, C, R, R) in [-1, 1] -> Content: features (B, Cc, R / 2**n_down, R / 2**n_down)
@@ -186,7 +194,8 @@ class StarGenerator(nn.Module):
             h = blk(h)
         for blk in self.enc_mid:
             h = blk(h)
-        return Content(h, tuple(saved[i] for i in self.skip_levels))
+        return Content(h, tuple(saved[i] for i in self.skip_levels),
+                       x if self.rgb_skip else None)
 
     def decode(self, content: Content, s: torch.Tensor) -> torch.Tensor:
         # content from encode (batch B), s (B, style_dim) -> (B, C, R, R) in [-1, 1]
@@ -200,7 +209,10 @@ class StarGenerator(nn.Module):
                 h = h + next(skips)
         # tanh rather than the paper's raw 1x1 output: every model in the zoo promises
         # [-1, 1] without a clamp that would kill gradients at the edges.
-        return torch.tanh(self.to_rgb(h))
+        out = self.to_rgb(h)
+        if self.rgb_skip:  # a residual in tanh's input: G(x, s) = x where to_rgb gives 0
+            out = out + torch.atanh(content.source.clamp(-_RGB_EDGE, _RGB_EDGE))
+        return torch.tanh(out)
 
     def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x), s)
@@ -319,6 +331,8 @@ class StarGAN(GANModel):
         self.style_encoder = StyleEncoder(config)
         self.discriminator = MultiTaskDiscriminator(config)
         self.apply(_init_weights)
+        if config.rgb_skip:  # start as the identity: the residual branch's last conv at 0
+            nn.init.zeros_(self.generator.to_rgb[-1].weight)
 
     # -- conveniences for trainers and pipelines -----------------------------------
     def sample_z(self, n: int, *, generator: torch.Generator | None = None,

@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""The recipe for the bundled `photo-styles` model (polychrome/assets/models/photo-styles/).
+
+A StarGAN v2-style translator trained in crops mode, so it restyles photographs at their
+own size. Steps, each a plain command:
+
+  1. build the picture collection from Debian packages and PyPI wheels (credits in DATA):
+       python3 scripts/data/photo_styles.py DATA
+  2. import it:
+       polychrome data import DATA --name photo-styles
+  3. train (checkpointed; `polychrome train --resume RUNS/photo-styles` continues it):
+       OMP_NUM_THREADS=1 polychrome train stargan --dataset photo-styles \\
+           --config scripts/defaults/photo-styles.yaml --steps 4000 --seed 1 \\
+           --run-dir RUNS/photo-styles --name photo-styles
+  4. export the EMA networks into the package:
+       python scripts/train_photo_styles.py export RUNS/photo-styles
+  5. measure them (held-out pictures; speed and memory at 0.25 / 1 / 12 megapixels):
+       python benchmarks/photo_quality.py --model src/polychrome/assets/models/photo-styles \\
+           --dataset photo-styles
+       python benchmarks/native_size.py --model src/polychrome/assets/models/photo-styles
+  6. write metrics.json and card.md from those JSON outputs:
+       python scripts/train_photo_styles.py card RUNS/photo-styles --credits DATA/CREDITS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEST = REPO / "src" / "polychrome" / "assets" / "models" / "photo-styles"
+QUALITY = REPO / "docs" / "quality"
+
+
+def export(run_dir: Path, dest: Path) -> None:
+    from polychrome.training.export import export_model
+
+    with tempfile.TemporaryDirectory() as t:
+        model_dir = export_model(run_dir, Path(t) / "model", which="latest")
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in ("config.json", "model.safetensors"):
+            shutil.copy2(model_dir / f, dest / f)
+    size = sum(p.stat().st_size for p in dest.iterdir()) / 1e6
+    print(f"exported {run_dir} to {dest} ({size:.1f} MB)")
+
+
+def _train_facts(run_dir: Path) -> dict:
+    """Steps and training time from the run's metrics.jsonl (resumed segments summed)."""
+    import yaml
+
+    last, total, seg, prev = 0, 0.0, 0.0, -1.0
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        last = max(last, int(rec.get("step", 0)))
+        t = float(rec.get("time", 0.0))
+        if t < prev:
+            total, seg = total + seg, 0.0
+        seg, prev = max(seg, t), t
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    return {"steps": last, "planned_steps": int(cfg["steps"]), "minutes": (total + seg) / 60,
+            "crop": cfg["crop"], "scale": cfg["scale"], "seed": cfg["seed"]}
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.0%}"
+
+
+def card(run_dir: Path, dest: Path, credits: Path | None) -> None:
+    quality = json.loads((QUALITY / "photo_quality.json").read_text())
+    speed = json.loads((QUALITY / "native_size.json").read_text())
+    spec = json.loads((dest / "config.json").read_text())
+    facts = _train_facts(run_dir)
+    overall = quality["summary"]["overall"]
+    timing = {f"{r['megapixels']:g} MP": r["p50_s"] for r in speed.get("timing", [])}
+    psnr = [r for r in speed.get("psnr", []) if r.get("stats") == "whole"]
+    metrics = {
+        "source": "benchmarks/photo_quality.py, benchmarks/native_size.py "
+                  "(docs/quality/photo_quality.json, native_size.json)",
+        "commit": quality.get("commit"),
+        "held_out_pairs": overall["GAN"]["n"],
+        "style_accuracy": {m: overall[m]["style_accuracy"] for m in overall},
+        "ssim_luma": {m: overall[m]["ssim"] for m in overall},
+        "p50_seconds": timing,
+        "peak_rss_mib_12mp": (speed.get("rss") or {}).get("restyle_mib"),
+        "tiled_vs_whole_psnr_db": psnr[0]["psnr_db"] if psnr else None,
+    }
+    (dest / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    cfg = spec["config"]
+    meta = spec.get("meta", {})
+    status = ("its full schedule" if facts["steps"] >= facts["planned_steps"] else
+              f"stopped at step {facts['steps']} of a {facts['planned_steps']}-step schedule")
+    gan, ct, ident = overall["GAN"], overall.get("colour transfer", {}), overall["identity"]
+    lines = [
+        "# photo-styles", "",
+        "Restyles a photograph (or any picture) at its own size into one of "
+        f"{len(meta.get('styles', []))} styles: {', '.join(meta.get('styles', []))}.", "",
+        f"- architecture: `stargan` (translation), {cfg['width']} channels at full resolution, "
+        f"{cfg['n_down']} downsamplings, U-Net skips at {cfg['skips']} levels",
+        f"- trained in crops mode: random {facts['crop']} px crops of pictures scaled to a "
+        f"shorter side of {facts['scale'][0]}-{facts['scale'][1]} px; runs fully "
+        "convolutionally on the whole picture (tiled above the memory budget)",
+        f"- dataset: {meta.get('dataset')} (train split; the held-out pictures were never seen)",
+        f"- checkpoint: step {meta.get('step')} (EMA weights), {status}; "
+        f"{facts['minutes']:.0f} minutes of training on one CPU thread (seed {facts['seed']})",
+        "", "## Recipe", "", "See `scripts/train_photo_styles.py` (data, import, train, "
+        "export, measure, this card).", "",
+        "## Measured", "",
+        f"On {gan['n']} held-out (picture, target style) pairs, by `benchmarks/photo_quality.py` "
+        "(style accuracy: an offline classifier trained on crops of the training split; "
+        "content: SSIM of the luminance between input and output):", "",
+        "| method | style accuracy | SSIM (luma) |", "|---|---|---|",
+        f"| photo-styles | {_pct(gan['style_accuracy'])} | {gan['ssim']:.3f} |",
+    ]
+    if ct:
+        lines.append(f"| colour transfer (Reinhard) | {_pct(ct['style_accuracy'])} | "
+                     f"{ct['ssim']:.3f} |")
+    lines += [f"| identity | {_pct(ident['style_accuracy'])} | {ident['ssim']:.3f} |", "",
+              "Speed and memory by `benchmarks/native_size.py` "
+              f"({speed['machine']['threads']} threads, {speed['machine']['cpu']}): p50 "
+              + ", ".join(f"{k} {v:.2f} s" for k, v in timing.items())
+              + (f"; peak RSS restyling 4000 x 3000: {metrics['peak_rss_mib_12mp']:.0f} MiB"
+                 if metrics["peak_rss_mib_12mp"] else "")
+              + (f"; tiled vs whole PSNR {metrics['tiled_vs_whole_psnr_db']:.1f} dB"
+                 if metrics["tiled_vs_whole_psnr_db"] else "") + ".", ""]
+    if credits is not None and credits.is_file():
+        lines += ["## Training data and credits", "", credits.read_text().strip(), ""]
+    (dest / "card.md").write_text("\n".join(lines))
+    print(f"wrote {dest / 'card.md'} and metrics.json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("export", help="the run's EMA networks into the package")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--dest", type=Path, default=DEST)
+    p = sub.add_parser("card", help="metrics.json and card.md from the benchmarks' JSON")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--dest", type=Path, default=DEST)
+    p.add_argument("--credits", type=Path, default=None)
+    args = ap.parse_args(argv)
+    if args.cmd == "export":
+        export(args.run_dir, args.dest)
+    else:
+        card(args.run_dir, args.dest, args.credits)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
