@@ -309,7 +309,7 @@ def table(report: dict[str, Any]) -> str:
              f"({report['machine']['cpu']}), load average {report['machine']['load_average_1m']}",
              "", "| picture | tiles | runs | p50 s | p90 s | decode p50 | restyle p50 | "
              "PNG encode p50 |", "|---|---|---|---|---|---|---|---|"]
-    for r in report["timing"]:
+    for r in report.get("timing", []):
         lines.append(f"| {r['width']}x{r['height']} ({r['megapixels']} MP, {r['file']}) | "
                      f"{r['tiles']} | {r['repeats']} | {r['p50_s']:.2f} | {r['p90_s']:.2f} | "
                      f"{r['decode_p50_s']:.2f} | {r['restyle_p50_s']:.2f} | "

@@ -162,3 +162,15 @@ def test_cli_restyle_writes_the_input_size(native_dir, tmp_path, capsys):
                "-o", str(tmp_path / "bad.png")])
     assert rc != 0 and "size" in capsys.readouterr().err
     assert not (tmp_path / "bad.png").exists()
+
+
+def test_too_large_picture_is_a_clear_error_not_an_oom(native_dir, tmp_path, capsys,
+                                                       monkeypatch):
+    """Above the decoder's pixel cap a picture is refused before anything is allocated."""
+    src = write_picture(tmp_path / "big.png", 0, (45, 67))
+    monkeypatch.setenv("POLYCHROME_MAX_PIXELS", "1000")
+    out = tmp_path / "out.png"
+    rc = main(["restyle", str(native_dir), str(src), "--style", "neon", "-o", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0 and len(err) == 1 and err[0].startswith("error:")
+    assert "pixel" in err[0].lower() and not out.exists()

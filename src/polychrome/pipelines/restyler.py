@@ -337,11 +337,10 @@ class Restyler:
         self.last_tiles = 1
         with torch.inference_mode():
             if fam in ("code", "fixed"):
-                x = self.source.tensor(self.device)  # (1, 3, H, W) in [-1, 1]
                 if fam == "fixed":
                     y = style_index(model, recipe.components[0]["style"])
                     out = self._image_model(lambda t: model.translate(t, y)) if self.native \
-                        else model.translate(x, y)
+                        else model.translate(self.source.tensor(self.device), y)
                 else:
                     s = self.code(recipe)
                     if recipe.strength != 1.0:  # s_src = E(x, y_src): the source's own style
@@ -357,6 +356,7 @@ class Restyler:
                         out = model.generator.decode(content, s)[:, :, rows, cols]
                 if recipe.pixel_blend is not None:
                     b = recipe.pixel_blend
+                    x = self.source.tensor(self.device)  # (1, 3, H, W) in [-1, 1]
                     out = (1.0 - b) * x + b * out
             elif fam == "w":
                 out = model.generator.synthesis(self.code(recipe), noise_mode="const")
