@@ -91,8 +91,9 @@ def card(run_dir: Path, dest: Path, credits: Path | None) -> None:
     (dest / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     cfg = spec["config"]
     meta = spec.get("meta", {})
-    status = ("its full schedule" if facts["steps"] >= facts["planned_steps"] else
-              f"stopped at step {facts['steps']} of a {facts['planned_steps']}-step schedule")
+    step = int(meta.get("step", facts["steps"]))
+    status = ("its full schedule" if step >= facts["planned_steps"] else
+              f"stopped at step {step} of a {facts['planned_steps']}-step schedule")
     gan, ct, ident = overall["GAN"], overall.get("colour transfer", {}), overall["identity"]
     lines = [
         "# photo-styles", "",
@@ -105,7 +106,8 @@ def card(run_dir: Path, dest: Path, credits: Path | None) -> None:
         "convolutionally on the whole picture (tiled above the memory budget)",
         f"- dataset: {meta.get('dataset')} (train split; the held-out pictures were never seen)",
         f"- checkpoint: step {meta.get('step')} (EMA weights), {status}; "
-        f"{facts['minutes']:.0f} minutes of training on one CPU thread (seed {facts['seed']})",
+        f"{facts['minutes']:.0f} minutes of wall-clock training on a shared 2-core CPU "
+        f"(seed {facts['seed']}; times from the run's metrics.jsonl)",
         "", "## Recipe", "", "See `scripts/train_photo_styles.py` (data, import, train, "
         "export, measure, this card).", "",
         "## Measured", "",
@@ -126,8 +128,20 @@ def card(run_dir: Path, dest: Path, credits: Path | None) -> None:
                  if metrics["peak_rss_mib_12mp"] else "")
               + (f"; tiled vs whole PSNR {metrics['tiled_vs_whole_psnr_db']:.1f} dB"
                  if metrics["tiled_vs_whole_psnr_db"] else "") + ".", ""]
+    weak = [f"{t} ({_pct(r['accuracy'])})" for t, r in quality.get("real", {}).items()
+            if r.get("accuracy") is not None and r["accuracy"] < 0.5]
+    lines += ["## Limitations", "",
+              f"- The classifier that measures style accuracy recognises the style of "
+              f"held-out crops {quality['evaluator'].get('val_style_accuracy', 0):.0%} of the "
+              "time, so the figures are coarse.",
+              f"- Styles it cannot recognise on real held-out pictures of the style itself: "
+              f"{', '.join(weak) if weak else 'none'}; translations into them are not measured "
+              "by it." if weak else "- Every style is recognised on real held-out pictures.",
+              "- The styles it draws are mild: content is kept (high SSIM) and the colours and "
+              "textures move toward the target, but a photo does not become a drawing.", ""]
     if credits is not None and credits.is_file():
-        lines += ["## Training data and credits", "", credits.read_text().strip(), ""]
+        text = credits.read_text().strip().replace("\n## ", "\n#### ").replace("# ", "### ", 1)
+        lines += ["## Training data and credits", "", text, ""]
     (dest / "card.md").write_text("\n".join(lines))
     print(f"wrote {dest / 'card.md'} and metrics.json")
 

@@ -11,6 +11,7 @@ from .main import app
 
 DEFAULT_TRANSLATOR = "emoji-stargan"
 DEFAULT_SAMPLER = "emoji-stylegan"
+DEFAULT_PHOTO = "photo-styles"
 
 
 @app.command("demo")
@@ -20,13 +21,20 @@ DEFAULT_SAMPLER = "emoji-stylegan"
               help="Translation model (name, name:version or path).")
 @click.option("--sampler", default=DEFAULT_SAMPLER, show_default=True,
               help="Noise → image model (name, name:version or path).")
+@click.option("--photo-model", default=DEFAULT_PHOTO, show_default=True,
+              help="Translator trained on crops: restyles an example photo at its own size "
+                   "('' to skip).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @json_option
-def demo(out_dir: str, translator: str, sampler: str, seed: int, as_json: bool) -> None:
+def demo(out_dir: str, translator: str, sampler: str, photo_model: str, seed: int,
+         as_json: bool) -> None:
     """Write a showcase of the default models: samples per style, a restyle grid,
-    blend strips and an interpolation GIF. Works offline on a fresh install."""
+    blend strips, an interpolation GIF and a photo restyled at its own size in every
+    style. Works offline on a fresh install."""
     result = write_showcase(out_dir, translator=load_model(translator),
-                            sampler=load_model(sampler), seed=seed)
+                            sampler=load_model(sampler),
+                            photo_model=load_model(photo_model) if photo_model else None,
+                            seed=seed)
     if as_json:
         emit_json(result)
         return

@@ -73,10 +73,19 @@ def blend_strip(model: GANModel, source: np.ndarray | None, a: str, b: str, *,
     return labelled_grid([(f"{a} -> {b}", images)], cell=64)
 
 
+def photo_restyles(model: GANModel, photo: np.ndarray, *,
+                   seed: int = 0) -> list[tuple[str, np.ndarray]]:
+    """The photo restyled at its own size into every style of a native (crops-mode) model."""
+    r = Restyler(model)
+    return [(name, restyle(model, [photo], style=name, seed=seed, restyler=r)[0].array)
+            for name in model.style_names]
+
+
 def write_showcase(out_dir: str | Path, *, translator: GANModel | None,
-                   sampler: GANModel | None, seed: int = 0) -> dict:
+                   sampler: GANModel | None, photo_model: GANModel | None = None,
+                   seed: int = 0) -> dict:
     """Write the showcase files into `out_dir`; returns {"files": [...], ...}."""
-    if translator is None and sampler is None:
+    if translator is None and sampler is None and photo_model is None:
         raise PolychromeError("the showcase needs at least one model", code="bad_request")
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
@@ -118,6 +127,23 @@ def write_showcase(out_dir: str | Path, *, translator: GANModel | None,
         info = write_animation(frames, out / "interpolation.gif", fps=12, scale=4)
         files.append(str(info["path"]))
         notes.append(f"interpolation.gif  {a} -> {b} -> {a}")
+
+    if photo_model is not None:
+        photos = example_pictures("photo")
+        if not photos:
+            raise PolychromeError("no example photo is installed (polychrome/assets/examples)",
+                                  code="missing_examples")
+        photo = decode_image(photos[0])
+        outs = photo_restyles(photo_model, photo, seed=seed)
+        h, w = photo.shape[:2]
+        for name, arr in outs:
+            files.append(str(_write_png(out / f"photo-{name}.png", arr)))
+        cell = max(64, min(256, max(h, w)))
+        files.append(str(_write_png(out / "photo-styles.png", labelled_grid(
+            [("photo", [photo] + [a for _, a in outs])], cell=cell))))
+        notes.append(f"photo-<style>.png  {photos[0].name} ({w}x{h}) restyled at its own size "
+                     f"by {photo_model.meta.get('name', photo_model.name)} into "
+                     f"{', '.join(n for n, _ in outs)}; photo-styles.png side by side")
 
     notes.append("")
     notes.append("Every PNG made by `polychrome generate/restyle/mix` carries metadata that "
