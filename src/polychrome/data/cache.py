@@ -229,6 +229,44 @@ def _build_lock(lock_path: Path) -> Iterator[None]:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
+def decode_entry(dataset_dir: Path, rel: str) -> np.ndarray:
+    """Manifest entry `rel` of a dataset version -> (H, W, 3) uint8, by the one decoder;
+    DatasetError when it is missing, undecodable or points outside the dataset."""
+    from ..imageio import decode_image  # the one decoder; imported late (optional at import)
+
+    path = (dataset_dir / rel).resolve()
+    if not path.is_relative_to(dataset_dir.resolve()):  # a manifest must not point outside
+        raise DatasetError(f"manifest entry {rel!r} points outside {dataset_dir}",
+                           code="bad_manifest")
+    try:
+        return decode_image(path)
+    except (FileNotFoundError, NotFound):
+        raise DatasetError(f"{rel} is listed in the manifest but missing",
+                           code="missing_file") from None
+    except ImageRejected as e:
+        raise DatasetError(f"{rel} cannot be decoded: {e}", code="bad_image") from None
+
+
+def run_per_entry(work, n: int, desc: str, workers: int | None) -> None:
+    """work(i) for i in range(n) with a progress bar, on `workers` threads (default: up to
+    2; Pillow decodes and resizes without the GIL, so threads use both cores); stops at
+    the first failure."""
+    n_workers = max(1, workers if workers is not None else min(2, os.cpu_count() or 1))
+    with tqdm(total=n, desc=desc, unit="img", file=sys.stderr, disable=None) as bar:
+        if n_workers == 1:
+            for i in range(n):
+                work(i)
+                bar.update()
+            return
+        with ThreadPoolExecutor(n_workers) as pool:
+            try:
+                for _ in pool.map(work, range(n)):
+                    bar.update()
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)  # stop at the first bad file
+                raise
+
+
 def build_cache(dataset_dir: Path, resolution: int, fit: str = "crop", *,
                 workers: int | None = None) -> Path:
     """Decode, square and resize every manifest image into the packed cache; returns its path.
@@ -236,8 +274,6 @@ def build_cache(dataset_dir: Path, resolution: int, fit: str = "crop", *,
     Always rebuilds (use `load_packed` for build-if-missing-or-stale). Rows are
     ordered by (domain, file); labels index the sorted domain names.
     """
-    from ..imageio import decode_image  # the one decoder; imported late (optional at import)
-
     _check_args(resolution, fit)
     dataset_dir = Path(dataset_dir)
     manifest, manifest_sha = _read_manifest(dataset_dir)
@@ -250,42 +286,15 @@ def build_cache(dataset_dir: Path, resolution: int, fit: str = "crop", *,
     images = torch.empty((n, 3, resolution, resolution), dtype=torch.uint8)
     labels = torch.tensor([domain_index[e["domain"]] for e in entries], dtype=torch.int64)
     rows = images.numpy()
-    root = dataset_dir.resolve()
-
     def work(i: int) -> None:
-        rel = entries[i]["file"]
-        path = (dataset_dir / rel).resolve()
-        if not path.is_relative_to(root):  # a manifest must not point outside its dataset
-            raise DatasetError(f"manifest entry {rel!r} points outside {dataset_dir}",
-                               code="bad_manifest")
-        try:
-            arr = decode_image(path)  # (H, W, 3) uint8
-        except (FileNotFoundError, NotFound):
-            raise DatasetError(f"{rel} is listed in the manifest but missing",
-                               code="missing_file") from None
-        except ImageRejected as e:
-            raise DatasetError(f"{rel} cannot be decoded: {e}", code="bad_image") from None
+        arr = decode_entry(dataset_dir, entries[i]["file"])  # (H, W, 3) uint8
         # (R, R, 3) uint8 -> row i of (N, 3, R, R), written through a shared numpy view
         rows[i] = square_resize(arr, resolution, fit).transpose(2, 0, 1)
 
-    n_workers = max(1, workers if workers is not None else min(2, os.cpu_count() or 1))
     log.info("building %dpx %s cache of %s (%d images)", resolution, fit, dataset_dir, n)
     t0 = time.perf_counter()
-    desc = f"cache {dataset_dir.parent.name}/{dataset_dir.name} {resolution}px {fit}"
-    with tqdm(total=n, desc=desc, unit="img", file=sys.stderr, disable=None) as bar:
-        if n_workers == 1:
-            for i in range(n):
-                work(i)
-                bar.update()
-        else:
-            # Pillow decodes and resizes without the GIL, so threads use both cores.
-            with ThreadPoolExecutor(n_workers) as pool:
-                try:
-                    for _ in pool.map(work, range(n)):
-                        bar.update()
-                except BaseException:
-                    pool.shutdown(wait=True, cancel_futures=True)  # stop at the first bad file
-                    raise
+    run_per_entry(work, n, f"cache {dataset_dir.parent.name}/{dataset_dir.name} "
+                  f"{resolution}px {fit}", workers)
 
     st_path, js_path = cache_paths(dataset_dir, resolution, fit)
     with atomic_path(st_path) as tmp:

@@ -26,10 +26,7 @@ import dataclasses
 import json
 import logging
 import math
-import os
-import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -38,11 +35,10 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
-from tqdm import tqdm
 
-from ..errors import ConfigError, DatasetError, ImageRejected, NotFound
+from ..errors import ConfigError, DatasetError
 from ..utils.atomic import atomic_path, atomic_write_json
-from .cache import PackedDataset, _build_lock, _read_manifest
+from .cache import PackedDataset, _build_lock, _read_manifest, decode_entry, run_per_entry
 
 log = logging.getLogger(__name__)
 
@@ -183,8 +179,6 @@ def shrink(arr: np.ndarray, max_side: int) -> np.ndarray:
 
 def build_crop_store(dataset_dir: Path, max_side: int, *, workers: int | None = None) -> Path:
     """Decode every manifest image once, shrink it to `max_side` and pack the lot."""
-    from ..imageio import decode_image  # the one decoder
-
     dataset_dir = Path(dataset_dir)
     manifest, manifest_sha = _read_manifest(dataset_dir)
     entries = sorted(manifest["images"], key=lambda e: (e["domain"], e["file"]))
@@ -192,35 +186,15 @@ def build_crop_store(dataset_dir: Path, max_side: int, *, workers: int | None = 
         raise DatasetError(f"dataset {dataset_dir} has no images", code="empty_dataset")
     domains = sorted({e["domain"] for e in entries} | set(manifest.get("domains", {})))
     index = {d: i for i, d in enumerate(domains)}
-    root = dataset_dir.resolve()
     arrays: list[np.ndarray | None] = [None] * len(entries)
 
     def work(i: int) -> None:
-        rel = entries[i]["file"]
-        path = (dataset_dir / rel).resolve()
-        if not path.is_relative_to(root):
-            raise DatasetError(f"manifest entry {rel!r} points outside {dataset_dir}",
-                               code="bad_manifest")
-        try:
-            arr = decode_image(path)  # (H, W, 3) uint8
-        except (FileNotFoundError, NotFound):
-            raise DatasetError(f"{rel} is listed in the manifest but missing",
-                               code="missing_file") from None
-        except ImageRejected as e:
-            raise DatasetError(f"{rel} cannot be decoded: {e}", code="bad_image") from None
+        arr = decode_entry(dataset_dir, entries[i]["file"])  # (H, W, 3) uint8
         arrays[i] = np.ascontiguousarray(shrink(arr, max_side).transpose(2, 0, 1))  # (3, h, w)
 
-    n_workers = max(1, workers if workers is not None else min(2, os.cpu_count() or 1))
     t0 = time.perf_counter()
-    desc = f"crops store {dataset_dir.parent.name}/{dataset_dir.name} <= {max_side}px"
-    with tqdm(total=len(entries), desc=desc, unit="img", file=sys.stderr, disable=None) as bar, \
-            ThreadPoolExecutor(n_workers) as pool:
-        try:
-            for _ in pool.map(work, range(len(entries))):
-                bar.update()
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
+    run_per_entry(work, len(entries), f"crops store {dataset_dir.parent.name}/"
+                  f"{dataset_dir.name} <= {max_side}px", workers)
     shapes = torch.tensor([a.shape[1:] for a in arrays], dtype=torch.int64)
     sizes = torch.tensor([a.size for a in arrays], dtype=torch.int64)
     pixels = torch.from_numpy(np.concatenate([a.reshape(-1) for a in arrays]))
