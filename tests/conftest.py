@@ -20,3 +20,13 @@ def polychrome_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("POLYCHROME_HOME", str(home))
     monkeypatch.setenv("POLYCHROME_BUNDLED_MODELS", "0")
     return home
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test: tiny kernels on a busy 2-core machine run ~100x
+    slower when OpenMP's second thread spins at barriers, and as fast on one when idle."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from pipelines.stylehelpers import tiny
@@ -28,12 +27,7 @@ STYLES = ["ink", "neon", "photo"]
 SIZES = [(40, 64), (64, 40), (36, 50), (48, 48), (30, 60)]  # (h, w)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

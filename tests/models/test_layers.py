@@ -22,13 +22,7 @@ from polychrome.models.layers import (
     spectral_norm,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_modulated_conv_matches_per_sample_weights():

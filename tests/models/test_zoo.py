@@ -25,14 +25,7 @@ TINY: dict[str, dict] = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny nets are faster on one intra-op thread: on a busy 2-core box, thread hand-offs
-    # cost more than the convolutions. Restored so other tests keep the suite setting.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(name: str, num_domains: int = 1, **kw):

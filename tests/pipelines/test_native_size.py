@@ -20,13 +20,7 @@ from polychrome.settings import get_settings
 
 from .stylehelpers import picture, tiny, write_picture
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def save_native(arch: str, directory: Path) -> Path:

@@ -38,14 +38,7 @@ EMOJI = Path(polychrome.__file__).parent / "assets" / "models" / "emoji-stargan"
 SMALL_TILES = TileSettings(tile=32, overlap=16, context=16)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Many tiny kernels: with a second thread on a busy machine, OpenMP's spinning barriers
-    # make these tests ~100x slower, and one thread is as fast when the machine is idle.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -4,12 +4,8 @@ oversubscribed OpenMP pool makes tiny convs 50x slower without changing results.
 from __future__ import annotations
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _single_thread(one_thread):  # tests/conftest.py
     yield
-    torch.set_num_threads(before)
