@@ -49,20 +49,15 @@ def export(run_dir: Path, dest: Path) -> None:
 
 
 def _train_facts(run_dir: Path) -> dict:
-    """Steps and training time from the run's metrics.jsonl (resumed segments summed)."""
+    """Steps and training time (train_defaults' reading of metrics.jsonl) and the recipe."""
     import yaml
+    from train_defaults import _run_facts  # this folder: run as a script
 
-    last, total, seg, prev = 0, 0.0, 0.0, -1.0
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        last = max(last, int(rec.get("step", 0)))
-        t = float(rec.get("time", 0.0))
-        if t < prev:
-            total, seg = total + seg, 0.0
-        seg, prev = max(seg, t), t
+    logged = _run_facts(run_dir)
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-    return {"steps": last, "planned_steps": int(cfg["steps"]), "minutes": (total + seg) / 60,
-            "crop": cfg["crop"], "scale": cfg["scale"], "seed": cfg["seed"]}
+    return {"steps": logged["steps_logged"], "planned_steps": int(cfg["steps"]),
+            "minutes": logged["train_seconds"] / 60, "crop": cfg["crop"], "scale": cfg["scale"],
+            "seed": cfg["seed"]}
 
 
 def _pct(v: float | None) -> str:
