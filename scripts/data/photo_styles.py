@@ -800,7 +800,8 @@ class Recipe:
         log.info("%s: %d images", style, len(result.written))
         return result
 
-    def photo(self) -> StyleResult:
+    def photo_candidates(self) -> list[Candidate]:
+        """Every photograph the photo style may take (also used by ``photos.py``)."""
         pool: list[Candidate] = []
         if src := self.deb("plasma-workspace-wallpapers"):
             pool += plasma_candidates(src)
@@ -809,7 +810,10 @@ class Recipe:
         for spec in WHEEL_PHOTOS:
             if src := self.wheel(spec):
                 pool += wheel_candidates(src, spec)
-        return self.take("photo", [pool], select_photo, self.per_style)
+        return pool
+
+    def photo(self) -> StyleResult:
+        return self.take("photo", [self.photo_candidates()], select_photo, self.per_style)
 
     def clipart(self) -> StyleResult | None:
         src = self.deb("openclipart-png")
@@ -861,7 +865,14 @@ def write_credits(out: Path, results: list[StyleResult], args: argparse.Namespac
         "file (the stanza whose `Files:` matches the picture's path), else are quoted from it;",
         "for wheels they are the per-image notes below.",
         "",
+        *credit_sections(results),
     ]
+    (out / "CREDITS.md").write_text("\n".join(lines), encoding="utf-8")
+
+
+def credit_sections(results: list[StyleResult]) -> list[str]:
+    """CREDITS.md lines for each result: a table of its sources, licences, per-image notes."""
+    lines: list[str] = []
     for res in results:
         lines += [
             f"## {res.style} ({len(res.written)} images)",
@@ -888,7 +899,7 @@ def write_credits(out: Path, results: list[StyleResult], args: argparse.Namespac
             lines += ["", "Per-image notes:", ""]
             lines += [f"- `{w.file}`: {w.candidate.note}" for w in notes]
         lines.append("")
-    (out / "CREDITS.md").write_text("\n".join(lines), encoding="utf-8")
+    return lines
 
 
 def write_manifest(out: Path, results: list[StyleResult], args: argparse.Namespace) -> None:
