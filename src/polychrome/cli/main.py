@@ -26,7 +26,7 @@ def app(verbose: bool) -> None:
 
 def _register_commands() -> None:
     # Each command group lives in its own module and adds itself to `app`.
-    from . import data, demo, eval, generate, models, serve, style, train  # noqa: F401
+    from . import data, demo, eval, generate, models, restore, serve, style, train  # noqa: F401
 
 
 _register_commands()

@@ -60,15 +60,51 @@ def _check_store_name(name: str | None) -> None:
     validate_model_name(name)
 
 
-def _parse_scale(text: str | None) -> list[int] | None:
+def _parse_scale(text: str | None, flag: str = "--crop-scale") -> list[int] | None:
     if text is None:
         return None
     try:
         lo, hi = (int(v) for v in text.split(","))
     except ValueError:
-        raise ConfigError(f"--scale takes LO,HI (two integers, e.g. 128,384), got {text!r}") \
+        raise ConfigError(f"{flag} takes LO,HI (two integers, e.g. 128,384), got {text!r}") \
             from None
     return [lo, hi]
+
+
+def _parse_factors(text: str) -> list[int]:
+    try:
+        factors = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--scale for pix2pix takes the upscaling factor(s), e.g. 4 or 2,4; "
+                          f"got {text!r}") from None
+    return factors
+
+
+def _restoration_flags(raw: dict[str, Any], task: str | None, scale: str | None,
+                       crop_scale: str | None) -> list[int] | None:
+    """Put --task / --scale into raw's model_config for restoration models.
+
+    For pix2pix, --scale is the upscaling factor(s) (`--task sr --scale 4`); for the
+    translation models it stays the crop scale range LO,HI (also spelled --crop-scale).
+    Returns the crop scale range given on the command line, if any.
+    """
+    from ..models import get_model_class
+
+    restoration = get_model_class(raw["model"]).family == "restoration"
+    if task is not None and not restoration:
+        raise ConfigError(f"--task is for restoration models (pix2pix), not {raw['model']}")
+    if scale is not None and crop_scale is not None and not restoration:
+        raise ConfigError("give the crop scale range once: --crop-scale LO,HI")
+    if not restoration:
+        return _parse_scale(scale if scale is not None else crop_scale,
+                            "--scale" if scale is not None else "--crop-scale")
+    mc = dict(raw.get("model_config") or {})
+    if task is not None:
+        mc["task"] = task
+    if scale is not None:
+        mc["scales"] = _parse_factors(scale)
+    raw["model_config"] = mc
+    return _parse_scale(crop_scale)
 
 
 @app.command("train")
@@ -82,8 +118,13 @@ def _parse_scale(text: str | None) -> list[int] | None:
 @click.option("--crop", type=int,
               help="Train on random CROP x CROP crops of the pictures at their own size "
                    "(translation models; sets the resolution).")
-@click.option("--scale", help="With --crop: LO,HI shorter side in pixels the pictures are "
-                              "scaled to before cropping (default 2x..6x the crop).")
+@click.option("--task", type=click.Choice(["sr", "inpaint", "colorize"]),
+              help="pix2pix: what the model learns (super-resolution, inpainting, "
+                   "colorization); training pairs are made from the pictures themselves.")
+@click.option("--scale", help="pix2pix --task sr: upscaling factor(s), e.g. 4 or 2,4. "
+                              "Translation models: as --crop-scale.")
+@click.option("--crop-scale", help="With --crop: LO,HI shorter side in pixels the pictures "
+                                   "are scaled to before cropping (default 2x..6x the crop).")
 @click.option("--seed", type=int, help="Seed: a seeded CPU run is bit-reproducible.")
 @click.option("--run-dir", type=click.Path(file_okay=False),
               help="Run directory (default: $POLYCHROME_HOME/runs/<timestamp>-<model>-<dataset>).")
@@ -94,7 +135,8 @@ def _parse_scale(text: str | None) -> list[int] | None:
 @json_option
 def train_cmd(model: str | None, dataset: str | None, config_path: str | None,
               steps: int | None, batch_size: int | None, resolution: int | None,
-              crop: int | None, scale: str | None, seed: int | None, run_dir: str | None, name: str | None, device: str | None,
+              crop: int | None, task: str | None, scale: str | None, crop_scale: str | None,
+              seed: int | None, run_dir: str | None, name: str | None, device: str | None,
               resume: str | None, as_json: bool) -> None:
     """Train MODEL on a dataset (one folder per style), or --resume RUN_DIR.
 
@@ -108,9 +150,8 @@ def train_cmd(model: str | None, dataset: str | None, config_path: str | None,
 
     flags = {"steps": steps, "batch_size": batch_size, "resolution": resolution, "seed": seed,
              "name": name, "device": device}
-    crop_flags = {"crop": crop, "scale": _parse_scale(scale)}
     if resume is not None:
-        if model or dataset or config_path or run_dir or crop or scale:
+        if model or dataset or config_path or run_dir or crop or scale or crop_scale or task:
             raise ConfigError("with --resume, MODEL, --dataset, --config and --run-dir come "
                               "from the run; only --steps, --batch-size, --seed, --name and "
                               "--device may be given")
@@ -125,7 +166,11 @@ def train_cmd(model: str | None, dataset: str | None, config_path: str | None,
             raise ConfigError("missing MODEL (e.g. `polychrome train dcgan --dataset NAME`)")
         if not raw.get("dataset"):
             raise ConfigError("missing --dataset NAME")
-        cfg = TrainConfig.from_dict(raw).replace(**flags, **crop_flags)
+        crop_range = _restoration_flags(raw, task, scale, crop_scale)
+        for key, value in (("crop", crop), ("scale", crop_range)):
+            if value is not None:  # before validation: a config's scale needs the crop
+                raw[key] = value
+        cfg = TrainConfig.from_dict(raw).replace(**flags)
         run_path, overrides = (Path(run_dir) if run_dir else None), None
     _check_store_name(name or (None if cfg is None else cfg.name)
                       or (None if cfg is None else _default_name(cfg)))

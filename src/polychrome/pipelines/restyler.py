@@ -22,7 +22,6 @@ from ..sampling import (
     style_index,
     to_rgb,
 )
-from ..settings import get_settings
 from . import stylebank
 from .recipe import CONTENT_CACHE, ContentCache, Recipe, StyleLike, check_seed, check_unit, summary
 from .style_codes import (
@@ -41,7 +40,7 @@ from .style_codes import (
     style_view,
     weighted_sum,
 )
-from .tiling import TileSettings, pad_to, padded_size, run_image_model
+from .tiling import TileSettings, configured_tiles, pad_to, padded_size, run_image_model
 
 MEMO_SIZE = 64  # reference pictures / domain guesses remembered per session
 
@@ -108,12 +107,7 @@ class Restyler:
 
     # -- native size ------------------------------------------------------------------
     def tile_settings(self) -> TileSettings:
-        st = get_settings()
-        tile = max(16, st.tile_side)
-        return TileSettings(tile=tile, overlap=min(64, tile // 4),
-                            context=max(0, min(st.tile_context, tile // 2)),
-                            max_pixels=st.tile_max_pixels,
-                            stats_max_pixels=st.tile_stats_max_pixels)
+        return configured_tiles()
 
     def _fits(self) -> bool:
         """The source runs in one pass (no tiles) at the working size."""

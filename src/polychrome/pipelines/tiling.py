@@ -62,6 +62,18 @@ class TileSettings:
                               code="bad_tiling")
 
 
+def configured_tiles() -> TileSettings:
+    """TileSettings from the installation's settings (tile_side, tile_context, ...)."""
+    from ..settings import get_settings
+
+    st = get_settings()
+    tile = max(16, st.tile_side)
+    return TileSettings(tile=tile, overlap=min(64, tile // 4),
+                        context=max(0, min(st.tile_context, tile // 2)),
+                        max_pixels=st.tile_max_pixels,
+                        stats_max_pixels=st.tile_stats_max_pixels)
+
+
 def padded_size(height: int, width: int, multiple: int) -> tuple[int, int]:
     """H, W rounded up to a multiple of `multiple` (at least two when multiple > 1, so the
     coarsest feature map has more than one pixel and instance norm is defined)."""

@@ -159,9 +159,10 @@ class _Run:
         # Same initial weights on every rank: build the model from the run seed alone.
         torch.manual_seed(raw.seed)
         model = create_model(raw.model, **model_kwargs(raw, self.packed.num_domains))
-        if raw.fit == "crops" and model.family != "translation":
+        if raw.fit == "crops" and model.family not in ("translation", "restoration"):
             raise ConfigError(f"{raw.model} draws whole pictures from noise: crops mode "
-                              "(--crop) is for image -> image models (stargan, cyclegan)")
+                              "(--crop) is for image -> image models (stargan, cyclegan, "
+                              "pix2pix)")
         self.cfg = cfg = resolve_config(raw, model.train_defaults)
         self.device = env.device
         self.amp_dtype = ddp.amp_dtype_for(cfg.amp, self.device)

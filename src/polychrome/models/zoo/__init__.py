@@ -1,3 +1,3 @@
 """Built-in architectures; each module registers its model on import."""
 
-from . import cgan, cyclegan, dcgan, mlp_gan, sngan, stargan, stylegan, wgan_gp  # noqa: F401
+from . import cgan, cyclegan, dcgan, mlp_gan, pix2pix, sngan, stargan, stylegan, wgan_gp  # noqa: F401

@@ -101,19 +101,23 @@ class ResnetGenerator(nn.Module):
 
 
 class PatchDiscriminator(nn.Module):
-    """PatchGAN: (B, C, R, R) in [-1, 1] -> (B, 1, h, w) logits, one per overlapping patch."""
+    """PatchGAN: (B, C, R, R) in [-1, 1] -> (B, 1, h, w) logits, one per overlapping patch.
 
-    def __init__(self, cfg: CycleGANConfig):
+    `in_channels` input channels (pix2pix's conditional D sees the condition and the image
+    side by side), first layer `width` channels (paper: 64), `layers` stride-2 convs.
+    """
+
+    def __init__(self, in_channels: int, width: int, layers_down: int):
         super().__init__()
-        w = cfg.d_width
+        w = width
         # C64 has no norm (paper); LeakyReLU 0.2 everywhere.
-        layers: list[nn.Module] = [nn.Conv2d(cfg.channels, w, 4, 2, 1), nn.LeakyReLU(0.2)]
-        for _ in range(cfg.patch_layers - 1):
-            w_out = min(2 * w, 8 * cfg.d_width)
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, w, 4, 2, 1), nn.LeakyReLU(0.2)]
+        for _ in range(layers_down - 1):
+            w_out = min(2 * w, 8 * width)
             layers += [nn.Conv2d(w, w_out, 4, 2, 1, bias=False),
                        InstanceNorm2d(w_out, affine=True), nn.LeakyReLU(0.2)]
             w = w_out
-        w_out = min(2 * w, 8 * cfg.d_width)
+        w_out = min(2 * w, 8 * width)
         layers += [nn.Conv2d(w, w_out, 4, 1, 1, bias=False),
                    InstanceNorm2d(w_out, affine=True), nn.LeakyReLU(0.2),
                    nn.Conv2d(w_out, 1, 4, 1, 1)]
@@ -127,7 +131,7 @@ class PatchDiscriminator(nn.Module):
         return self.net(x).mean(dim=(1, 2, 3))
 
 
-def _init_weights(m: nn.Module) -> None:
+def init_weights(m: nn.Module) -> None:
     # N(0, 0.02) weights, unit-centred norm scales (as in the paper's code base lineage).
     if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
         nn.init.normal_(m.weight, 0.0, 0.02)
@@ -163,9 +167,10 @@ class CycleGAN(GANModel):
         self.config: CycleGANConfig = config
         self.generator = ResnetGenerator(config)  # A -> B
         self.generator_ba = ResnetGenerator(config)  # B -> A
-        self.discriminator = PatchDiscriminator(config)  # judges domain B
-        self.discriminator_a = PatchDiscriminator(config)  # judges domain A
-        self.apply(_init_weights)
+        d_args = (config.channels, config.d_width, config.patch_layers)
+        self.discriminator = PatchDiscriminator(*d_args)  # judges domain B
+        self.discriminator_a = PatchDiscriminator(*d_args)  # judges domain A
+        self.apply(init_weights)
 
     def generator_to(self, target: int) -> ResnetGenerator:
         """The generator whose output is in domain `target` (1 = B: G, 0 = A: F)."""
