@@ -30,3 +30,42 @@ def setup_logging(verbose: bool = False) -> None:
 
 json_option = click.option("--json", "as_json", is_flag=True,
                            help="Print exactly one JSON object on stdout.")
+
+
+def upscale_options(f):
+    """--upscale / --upscaler: hand the result to a super-resolution model in the same call."""
+    f = click.option("--upscaler", default=None,
+                     help="The super-resolution model for --upscale (default: the first "
+                          "registered sr model trained for that factor).")(f)
+    return click.option("--upscale", type=click.Choice(["2", "4"]), default=None,
+                        help="Also enlarge the result 2x or 4x with a super-resolution "
+                             "(pix2pix sr) model.")(f)
+
+
+def load_upscaler(upscale: str | None, upscaler: str | None, device: str):
+    """The sr model for --upscale, checked before any picture is made (None without it)."""
+    from ..errors import PolychromeError
+
+    if upscale is None:
+        if upscaler is not None:
+            raise PolychromeError("--upscaler names the model for --upscale: give the factor "
+                                  "too (--upscale 2 or 4)", code="bad_request")
+        return None
+    from ..models.store import load_model
+    from ..pipelines.restore import check_scale, default_upscaler, require_restoration
+
+    sr = load_model(upscaler or default_upscaler(upscale), device=device)
+    if require_restoration(sr) != "sr":
+        raise PolychromeError(f"{upscaler} is not a super-resolution model: --upscaler needs "
+                              "one (task sr)", code="wrong_task")
+    check_scale(sr, upscale)
+    return sr
+
+
+def apply_upscale(images: list, sr, upscale: str | None, device: str) -> list:
+    """Every image through the sr model (unchanged without one)."""
+    if sr is None:
+        return images
+    from ..pipelines.restore import upscale as run
+
+    return [run(sr, im, upscale, device) for im in images]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .common import echo, emit_json, json_option
+from .common import apply_upscale, echo, emit_json, json_option, load_upscaler, upscale_options
 from .main import app
 
 
@@ -24,9 +24,11 @@ from .main import app
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), required=True,
               help="Output directory for the PNGs.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, mps ...")
+@upscale_options
 @json_option
 def generate_cmd(model: str, n: int, seed: int, style: str | None, truncation: float,
-                 out_dir: Path, device: str, as_json: bool) -> None:
+                 out_dir: Path, device: str, upscale: str | None, upscaler: str | None,
+                 as_json: bool) -> None:
     """Generate N images with MODEL (a registered NAME, NAME:VERSION or a model directory).
 
     Each PNG carries its model, version, style, seed and truncation as text metadata.
@@ -37,17 +39,21 @@ def generate_cmd(model: str, n: int, seed: int, style: str | None, truncation: f
     from ..pipelines.generate import generate, save_images
 
     m = load_model(model, device=device)
+    sr = load_upscaler(upscale, upscaler, device)
     with tqdm(total=n, unit="img", desc="generating", file=sys.stderr,
               disable=as_json or not sys.stderr.isatty()) as bar:
         images = generate(m, n, seed=seed, style=style, truncation=truncation, device=device,
                           progress=lambda done, total: bar.update(1))
+    images = apply_upscale(images, sr, upscale, device)
     paths = save_images(images, out_dir)
     meta = images[0].metadata
     if as_json:
         emit_json({"images": [str(p) for p in paths], "model": meta["model"],
                    "version": meta["version"], "seed": seed, "n": n,
                    "styles": [im.metadata["style"] for im in images],
-                   "truncation": truncation})
+                   "truncation": truncation, "width": int(images[0].array.shape[1]),
+                   "height": int(images[0].array.shape[0]),
+                   "upscaled_by": meta.get("upscaled_by")})
     else:
         echo(f"wrote {len(paths)} image(s) from {meta['model']}"
              f"{':' + meta['version'] if meta['version'] else ''} to {out_dir}")

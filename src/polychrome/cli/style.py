@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from ..errors import PolychromeError
-from .common import echo, emit_json, json_option
+from .common import apply_upscale, echo, emit_json, json_option, load_upscaler, upscale_options
 from .main import app
 
 STYLE_HELP = ("a learned style (name or index), a saved style (bank:NAME, or NAME when no "
@@ -44,7 +44,8 @@ def _size_facts(images: list, seconds: float) -> dict[str, Any]:
     meta = images[0].metadata
     return {"width": int(images[0].array.shape[1]), "height": int(images[0].array.shape[0]),
             "tiles": int(meta.get("tiles", "1") or 1), "drawn_at": meta.get("drawn_at", ""),
-            "size": meta.get("size") or None, "seconds": round(seconds, 3)}
+            "size": meta.get("size") or None, "seconds": round(seconds, 3),
+            "upscaled_by": meta.get("upscaled_by")}
 
 
 def _check_save_name(r: Any, name: str | None) -> None:
@@ -100,11 +101,12 @@ def _model_label(meta: dict[str, str]) -> str:
 @click.option("--save-style", default=None,
               help="Save the target style code (variation 0) in the style bank as NAME.")
 @click.option("--device", default="cpu", show_default=True)
+@upscale_options
 @json_option
 def restyle_cmd(model: str, inputs: tuple[str, ...], style: str | None, reference: str | None,
                 strength: float, pixel_blend: float | None, source_style: str | None, seed: int,
                 variations: int, size: str | None, out_dir: Path, save_style: str | None,
-                device: str, as_json: bool) -> None:
+                device: str, upscale: str | None, upscaler: str | None, as_json: bool) -> None:
     """Restyle INPUT images with a translation MODEL (stargan, cyclegan).
 
     Each PNG carries a recipe in its metadata that regenerates it bit for bit.
@@ -121,12 +123,14 @@ def restyle_cmd(model: str, inputs: tuple[str, ...], style: str | None, referenc
         raise PolychromeError(f"restyle needs at least one INPUT image for {r.model.name}",
                               code="missing_input")
     _check_save_name(r, save_style)
+    sr = load_upscaler(upscale, upscaler, device)
     t0 = time.perf_counter()
     with _bar(len(inputs) * max(variations, 1), "restyling", as_json) as bar:
         images = restyle(r.model, list(inputs), style=style, reference=reference,
                          strength=strength, seed=seed, variations=variations,
                          pixel_blend=pixel_blend, source_style=source_style, device=device,
                          restyler=r, progress=lambda done, total: bar.update(1))
+    images = apply_upscale(images, sr, upscale, device)
     seconds = time.perf_counter() - t0
     if one_file:
         paths = [save_image(images[0], out_dir)]
