@@ -180,3 +180,36 @@ def test_bad_input_is_one_clear_line(models, tmp_path, monkeypatch, run, case, m
     assert "Traceback" not in text and len(text.strip().splitlines()) == 1, text
     assert re.search(match, text), text
     assert not out.exists()  # nothing half-written
+
+
+def test_train_pix2pix_from_the_command_line_then_restore(tmp_path, run):
+    """`polychrome train pix2pix --dataset D --task sr --scale 4 --crop N` on an imported
+    collection, stopped and resumed, registers a model `polychrome restore` can use."""
+    for i in range(6):
+        (tmp_path / "pics" / "photo").mkdir(parents=True, exist_ok=True)
+        photo(tmp_path / "pics" / "photo" / f"p{i}.png", 70 + 3 * i, 50, seed=i)
+    code, _, err = run("data", "import", str(tmp_path / "pics"), "--name", "pics")
+    assert code == 0, err
+    (tmp_path / "tiny.yaml").write_text(
+        "model_config: {width: 8, max_width: 16, n_down: 2, n_blocks: 1, d_width: 8}\n"
+        "checkpoint_every: 1\nsample_every: 0\nlog_every: 1\n")
+    base = ["train", "pix2pix", "--dataset", "pics", "--task", "sr", "--scale", "4",
+            "--crop", "32", "--crop-scale", "32,64", "--batch-size", "2",
+            "--config", str(tmp_path / "tiny.yaml"), "--run-dir", str(tmp_path / "run"),
+            "--name", "pics-sr", "--json"]
+    code, out, err = run(*base, "--steps", "2")
+    assert code == 0, err
+    facts = json.loads(out)
+    assert facts["steps"] == 2 and facts["model"]["name"] == "pics-sr"
+    code, out, err = run("train", "--resume", str(tmp_path / "run"), "--steps", "3", "--json")
+    assert code == 0, err
+    assert json.loads(out)["steps"] == 3
+    code, out, err = run("restore", "pics-sr", str(tmp_path / "pics" / "photo" / "p0.png"),
+                         "--scale", "4", "-o", str(tmp_path / "o.png"), "--json")
+    assert code == 0, err
+    assert (json.loads(out)["width"], json.loads(out)["height"]) == (280, 200)
+    code, _, err = run("restore", "pics-sr", str(tmp_path / "pics" / "photo" / "p0.png"),
+                       "--scale", "2", "-o", str(tmp_path / "o2.png"))
+    assert code != 0 and "trained for x4, not x2" in err
+    code, _, err = run("train", "stargan", "--dataset", "pics", "--task", "sr")
+    assert code != 0 and "--task is for restoration models" in err
