@@ -254,3 +254,55 @@ def upscale(model: GANModel | str, image: GeneratedImage, scale: Any,
     meta.update({"upscaled_by": name + (f":{version}" if version else ""),
                  "upscale": str(s), "width": str(out.shape[1]), "height": str(out.shape[0])})
     return GeneratedImage(array=out, metadata=meta)
+
+
+def restoration_models() -> list[dict[str, Any]]:
+    """Every registered restoration model (its latest version), in the order the names were
+    first registered: [{"name", "version", "task", "scales"}]. Reads config.json only (no
+    weights), so listings and the cascade's default choice stay cheap."""
+    import json
+
+    from sqlalchemy import select
+
+    from ..db import ModelVersion, session_scope
+    from ..models.store import ensure_bundled_models
+
+    ensure_bundled_models()
+    with session_scope() as s:
+        rows = list(s.scalars(select(ModelVersion)
+                              .where(ModelVersion.family == "restoration")
+                              .order_by(ModelVersion.created, ModelVersion.id)))
+        found = [(r.name, r.version, r.path) for r in rows]
+    latest: dict[str, tuple[int, str]] = {}  # insertion order = first registration
+    for name, version, path in found:
+        if name not in latest or version > latest[name][0]:
+            latest[name] = (version, path)
+    home = get_settings().home
+    out = []
+    for name, (version, path) in latest.items():
+        p = Path(path)
+        try:
+            cfg = json.loads(((p if p.is_absolute() else home / p) / "config.json")
+                             .read_text())["config"]
+            task = str(cfg["task"])
+            scales = [int(v) for v in cfg.get("scales") or []] if task == "sr" else [1]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # an unreadable directory is not offered (loading it would fail)
+        out.append({"name": name, "version": version, "task": task, "scales": scales})
+    return out
+
+
+def default_upscaler(scale: Any) -> str:
+    """The sr model the cascade uses when none is named: the first registered
+    super-resolution model trained for `scale` (as name:version)."""
+    try:
+        s = int(scale)
+    except (TypeError, ValueError):
+        raise PolychromeError(f"upscale must be an integer factor, got {scale!r}",
+                              code="bad_scale") from None
+    for m in restoration_models():
+        if m["task"] == "sr" and s in m["scales"]:
+            return f"{m['name']}:{m['version']}"
+    raise PolychromeError(f"no super-resolution model trained for x{s} is registered: train "
+                          f"one (polychrome train pix2pix --task sr --scale {s}) or name one "
+                          "as the upscaler", code="no_upscaler")

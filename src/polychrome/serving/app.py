@@ -28,6 +28,7 @@ from .routers import (
     jobs,
     models,
     presets,
+    restore,
     sessions,
     style,
 )
@@ -120,6 +121,7 @@ def create_app(settings: Settings | None = None, *, batching: bool | None = None
         app.include_router(r.router)
     for r in (style, sessions, presets):  # style routes, restyle sessions, training presets
         app.include_router(r.router)
+    app.include_router(restore.router)  # super-resolution, inpainting, colorization
     from ..web import mount_web
 
     mount_web(app)  # the page at / (static files; it calls the API like any client)

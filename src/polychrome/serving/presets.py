@@ -85,6 +85,44 @@ def preset_job(arch: str, preset: str, *, steps: int | None = None,
             "batch_size": batch_size or p.batch_size, "config": config}
 
 
+def check_model_config(arch: str, tc: Any) -> None:
+    """Restoration models: their task / scales / crop must make a model now (4xx), not fail
+    the job later. Others refuse `task`, which only restoration models have."""
+    from ..errors import ConfigError
+    from ..models.registry import get_model_class
+
+    cls = get_model_class(arch)
+    mc = tc.model_config
+    if cls.family != "restoration":
+        if "task" in mc or "scales" in mc:
+            raise ConfigError(f"task and scales are for restoration models (pix2pix), not "
+                              f"{arch}")
+        return
+    if mc.get("resolution", tc.resolution) != tc.resolution:
+        raise ConfigError(f"model_config.resolution {mc['resolution']} disagrees with the "
+                          f"crop / resolution {tc.resolution}; set only crop")
+    try:
+        cls.config_class.from_dict({**mc, "resolution": tc.resolution})  # ModelError (400)
+    except (TypeError, ValueError) as e:  # a value of a type the checks did not expect
+        raise ConfigError(f"bad model_config for {arch}: {e}") from None
+
+
+def with_overrides(config: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A preset's run config with a client's overrides (model_config merged key by key)."""
+    if not isinstance(overrides.get("model_config", {}), dict):
+        raise PolychromeError("config.model_config must be a mapping", code="config_error")
+    reserved = sorted(set(overrides) & {"model", "dataset", "steps", "resolution",
+                                         "batch_size"})
+    if reserved:
+        raise PolychromeError(f"set {', '.join(reserved)} as top-level fields, not in config",
+                              code="config_error")
+    out = {**config, **overrides}
+    if "model_config" in config or "model_config" in overrides:
+        out["model_config"] = {**config.get("model_config", {}),
+                               **overrides.get("model_config", {})}
+    return out
+
+
 def list_presets(arch: str) -> list[dict[str, Any]]:
     out = []
     for name, p in PRESETS.items():
@@ -139,16 +177,18 @@ class Estimator:
 
     def estimate(self, settings: Settings, arch: str, dataset: str, preset: str, *,
                  steps: int | None = None, resolution: int | None = None,
-                 batch_size: int | None = None) -> dict[str, Any]:
+                 batch_size: int | None = None,
+                 config: dict[str, Any] | None = None) -> dict[str, Any]:
         from ..data.store import resolve_dataset
 
         resolve_dataset(dataset)  # unknown dataset -> 404 before anything runs
         job = preset_job(arch, preset, steps=steps, resolution=resolution,
                          batch_size=batch_size)
+        job["config"] = with_overrides(job["config"], config or {})
         cfg = _train_config(job, dataset)
         from ..training import TrainConfig
 
-        TrainConfig.from_dict(cfg)  # bad values -> ConfigError (400)
+        check_model_config(arch, TrainConfig.from_dict(cfg))  # bad values -> 400
         measured_cfg = {k: v for k, v in cfg.items() if k != "steps"}
         key = json.dumps(measured_cfg, sort_keys=True)
         with self._lock:

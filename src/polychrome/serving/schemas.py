@@ -93,6 +93,14 @@ class JobList(BaseModel):
     items: list[JobOut]
 
 
+# -- the cascade: a result handed to a super-resolution model in the same request -------
+UPSCALE_HELP = ("hand the result to a super-resolution model in the same request: the "
+                "factor (2 or 4; one the upscaler was trained for). The answer is the larger "
+                "picture; its metadata keeps the recipe and adds upscaled_by / upscale")
+UPSCALER_HELP = ("the sr model (name or name:version) for `upscale`; default: the first "
+                 "registered super-resolution model trained for that factor")
+
+
 # -- generation ------------------------------------------------------------------------
 class GenerateIn(_Strict):
     model: Name = Field(description="registered model: name or name:version")
@@ -102,6 +110,8 @@ class GenerateIn(_Strict):
     style: str | int | None = Field(None, description="style name or index; omitted: "
                                     "image i gets style (seed+i) mod styles")
     truncation: float = Field(1.0, ge=0.0, le=10.0)
+    upscale: int | None = Field(None, ge=2, le=8, description=UPSCALE_HELP)
+    upscaler: Name | None = Field(None, description=UPSCALER_HELP)
 
 
 class ImageOut(BaseModel):
@@ -186,6 +196,8 @@ class RestyleIn(_Strict):
     variations: int = Field(1, ge=1, le=64, description="1 answers image/png, more JSON")
     pixel_blend: Unit | None = Field(None, description="fade pixels: (1-b) x + b G(x, s)")
     size: Size = "native"
+    upscale: int | None = Field(None, ge=2, le=8, description=UPSCALE_HELP)
+    upscaler: Name | None = Field(None, description=UPSCALER_HELP)
 
 
 class MixIn(_Strict):
@@ -276,6 +288,22 @@ class FullRenderIn(RenderIn):
 
     size: Size = "native"
     save: bool = Field(True, description="record the result in the gallery")
+    upscale: int | None = Field(None, ge=2, le=8, description=UPSCALE_HELP)
+    upscaler: Name | None = Field(None, description=UPSCALER_HELP)
+
+
+# -- restoration (routers/restore.py) ------------------------------------------------------
+class RestoreIn(_Strict):
+    """Multipart fields beside the `image` file (and, for inpainting, the `mask` file)."""
+
+    model: Name = Field(description="registered restoration model (pix2pix): name or "
+                        "name:version")
+    task: Literal["sr", "inpaint", "colorize"] | None = Field(
+        None, description="what to do; default: the model's own task (another one is "
+        "refused)")
+    scale: int | None = Field(None, ge=1, le=8, description="sr: the upscaling factor, one "
+                              "the model was trained for (default: its largest)")
+    save: bool = Field(True, description="record the result in the gallery")
 
 
 class PresetOut(BaseModel):
@@ -296,3 +324,6 @@ class EstimateIn(_Strict):
     steps: int | None = Field(None, ge=1, le=10_000_000)
     resolution: int | None = Field(None, ge=8, le=1024)
     batch_size: int | None = Field(None, ge=1, le=4096)
+    config: dict[str, Any] = Field(default_factory=dict, description="run-config overrides as "
+                                   "a train job's (e.g. crop, model_config); model_config is "
+                                   "merged into the preset's")

@@ -70,7 +70,11 @@ def _generate_and_store(loaded: Any, req: GenRequest, device: str) -> Any:
                         404: {"description": "Unknown model"},
                         504: {"description": "Generation timed out"}})
 async def generate_images(body: GenerateIn, state: ServiceState = Depends(get_state)) -> Any:
-    """Generate n images from a noise model: image i uses seed+i (bit-reproducible)."""
+    """Generate n images from a noise model: image i uses seed+i (bit-reproducible).
+
+    `upscale` (2 or 4) hands each image to a super-resolution model (`upscaler`, default
+    the first registered one trained for that factor) before it is answered and stored.
+    """
     s = state.settings
     if body.n > s.generate_max_n:
         raise PolychromeError(f"n must be at most {s.generate_max_n} per request "
@@ -79,7 +83,17 @@ async def generate_images(body: GenerateIn, state: ServiceState = Depends(get_st
     req = GenRequest(n=body.n, seed=seed, style=body.style, truncation=body.truncation)
 
     async def work() -> list[tuple[dict[str, Any], bytes]]:
+        from ..cascade import upscale_all, upscaler_for
+
         loaded = await asyncio.to_thread(state.cache.get, body.model)
+        sr = await upscaler_for(state, body.upscale, body.upscaler)
+        if sr is not None:  # the cascade: generate, upscale, then store (no micro-batching)
+            def run() -> list[tuple[dict[str, Any], bytes]]:
+                images = upscale_all(run_generate(loaded, req, state.device), sr,
+                                     body.upscale, state.device)
+                return gallery.store_generated([images])[0]
+
+            return await asyncio.to_thread(run)
         if s.batching:
             return await state.batcher.submit(loaded, req)
         return await asyncio.to_thread(_generate_and_store, loaded, req, state.device)

@@ -22,6 +22,7 @@ from ..deps import checked_ref, get_app_settings
 from ..jobs import store
 from ..jobs.queue import enqueue_job
 from ..jobs.runners import uploads_dir
+from ..presets import check_model_config
 from ..schemas import EvalJobIn, ImportJobIn, JobIn, JobList, JobOut, TrainJobIn
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,8 @@ def _train_params(body: TrainJobIn) -> dict[str, Any]:
     if reserved:
         raise ConfigError(f"set {', '.join(reserved)} as top-level fields, not in config")
     cfg = {**body.config, **overrides}
-    TrainConfig.from_dict(cfg)  # unknown keys / bad values -> ConfigError (400)
+    tc = TrainConfig.from_dict(cfg)  # unknown keys / bad values -> ConfigError (400)
+    check_model_config(body.model, tc)
     return {"config": cfg}
 
 

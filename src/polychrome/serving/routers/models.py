@@ -21,9 +21,19 @@ GRID_PAD = 2  # white pixels between tiles
 
 @router.get("")
 def list_models() -> dict[str, Any]:
+    """Every registered model (latest version). Restoration models also give `task` (sr |
+    inpaint | colorize) and `scales` (the sr factors; [1] otherwise); others: null, []."""
     from ...models.store import list_models_registered
+    from ...pipelines.restore import restoration_models
 
-    return {"items": list_models_registered()}
+    items = list_models_registered()
+    restoration = {m["name"]: m for m in restoration_models()} \
+        if any(m["family"] == "restoration" for m in items) else {}
+    for m in items:
+        r = restoration.get(m["name"])
+        m["task"] = r["task"] if r else None
+        m["scales"] = r["scales"] if r else []
+    return {"items": items}
 
 
 @router.get("/{name}")

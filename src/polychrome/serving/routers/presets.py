@@ -39,9 +39,12 @@ def presets(model: str = Query("dcgan", min_length=1, max_length=64,
 @router.post("/presets/estimate")
 async def estimate(body: EstimateIn, state: ServiceState = Depends(get_state)) -> Any:
     """How long a preset takes on THIS machine: trains the exact configuration for a few
-    steps on the dataset in a separate process and times it (cached for 10 minutes)."""
+    steps on the dataset in a separate process and times it (cached for 10 minutes).
+    `config` overrides the preset's run config as a train job's does (e.g. pix2pix's crop
+    and model_config task / scales)."""
     checked_ref(body.model, "architecture")
     checked_ref(body.dataset, "dataset")
     return await asyncio.to_thread(ESTIMATOR.estimate, state.settings, body.model,
                                    body.dataset, body.preset, steps=body.steps,
-                                   resolution=body.resolution, batch_size=body.batch_size)
+                                   resolution=body.resolution, batch_size=body.batch_size,
+                                   config=body.config)

@@ -20,6 +20,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse, Response
 
+from ..cascade import upscale_all, upscaler_for
 from ..deps import ServiceState, get_state
 from ..errors import BadRequest
 from ..schemas import (
@@ -191,6 +192,7 @@ async def render_full(body: FullRenderIn, session_id: str = SessionId,
     so the full-size image has the preview's style (the same codes, references and
     seed). `size`: 'native' (the picture's own, capped) or the longer side in pixels.
     Whole-picture models draw at their resolution either way (X-Polychrome-Drawn-At).
+    `upscale` (2 or 4) hands the render to a super-resolution model (`upscaler`).
     """
     session = sessions.get(session_id)
     if body.style is not None and body.weights is not None:
@@ -198,7 +200,12 @@ async def render_full(body: FullRenderIn, session_id: str = SessionId,
                          "last render)", code="bad_request")
     size = checked_size(body.size)
 
-    def run() -> Any:
+    async def work() -> Any:
+        sr = await upscaler_for(state, body.upscale, body.upscaler)
+        return await asyncio.to_thread(
+            lambda: upscale_all([rendered()], sr, body.upscale, state.device)[0])
+
+    def rendered() -> Any:
         with session.lock:
             if body.style is None and body.weights is None:
                 if session.last_recipe is None:
@@ -214,7 +221,7 @@ async def render_full(body: FullRenderIn, session_id: str = SessionId,
         keep_pictures(full.source)  # regeneration replays this image from these pixels
         return full.run(recipe)
 
-    image = await _with_timeout(asyncio.to_thread(run), state.settings.generate_timeout_s)
+    image = await _with_timeout(work(), state.settings.generate_timeout_s)
     count_images(state, [image])
     extra = {"X-Polychrome-Session": session.id}
     if not body.save:

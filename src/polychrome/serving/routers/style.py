@@ -20,6 +20,7 @@ from fastapi.responses import Response
 
 from ...errors import PolychromeError
 from .. import gallery
+from ..cascade import upscale_all, upscaler_for
 from ..deps import ServiceState, get_state
 from ..errors import BadRequest
 from ..schemas import GenerateOut, InterpolateIn, MixIn, RestyleIn
@@ -56,7 +57,8 @@ async def restyle_route(request: Request, state: ServiceState = Depends(get_stat
     One result answers image/png; `variations` > 1 answers JSON with gallery URLs. A model
     trained on crops gives the picture back at its own size (or the longer side `size`);
     a whole-picture model draws at its resolution and gives that back at the picture's
-    aspect (X-Polychrome-Drawn-At says which).
+    aspect (X-Polychrome-Drawn-At says which). `upscale` (2 or 4) hands the result to a
+    super-resolution model (`upscaler`, default: the first registered one for the factor).
     """
     from ...pipelines.style import Restyler, require_translation, restyle
 
@@ -75,8 +77,12 @@ async def restyle_route(request: Request, state: ServiceState = Depends(get_stat
 
     async def work() -> list[Any]:
         loaded = await loaded_model(state, body.model)
+        sr = await upscaler_for(state, body.upscale, body.upscaler)
 
         def run() -> list[Any]:
+            return upscale_all(restyled(), sr, body.upscale, state.device)
+
+        def restyled() -> list[Any]:
             model = loaded.model
             require_translation(model, "restyle")
             target = style_text(model, body.style) if body.style else None
@@ -233,11 +239,14 @@ async def regenerate_image(image_id: int = Path(ge=1, le=2**62),
                            state: ServiceState = Depends(get_state)) -> Any:
     """Make a gallery image again from its metadata (same model version, seed, recipe).
 
-    X-Polychrome-Identical says whether the pixels equal the stored image's.
+    Restored pictures are restored again from their kept input; upscaled ones are made,
+    then upscaled by the same sr model version. X-Polychrome-Identical says whether the
+    pixels equal the stored image's.
     """
     from ...imageio import decode_image
     from ...pipelines.generate import regenerate
     from ...pipelines.style import regenerate_style
+    from .restore import regenerate_restored
 
     info = await asyncio.to_thread(gallery.get_image, image_id)
     meta: dict[str, str] = dict(info["metadata"])
@@ -246,15 +255,24 @@ async def regenerate_image(image_id: int = Path(ge=1, le=2**62),
                               code="bad_metadata")
     spec = f"{meta['model']}:{meta['version']}" if meta.get("version") else meta["model"]
 
+    base = _before_upscale(meta)
+
     async def work() -> Any:
         loaded = await loaded_model(state, spec)
+        sr = await upscaler_for(state, int(meta["upscale"]), meta["upscaled_by"]) \
+            if "upscaled_by" in meta else None
+
+        def made() -> Any:
+            if "recipe" not in base:
+                if base.get("task") and base.get("input_sha256"):  # POST /api/restore
+                    return regenerate_restored(base, loaded.model, state.device)
+                return regenerate(base, model=loaded.model, device=state.device)
+            source = kept_picture(base["source_sha256"]) if base.get("source_sha256") else None
+            refs = [kept_picture(s) for s in base.get("reference_sha256s", "").split(",") if s]
+            return regenerate_style(base, source, refs, model=loaded.model, device=state.device)
 
         def run() -> Any:
-            if "recipe" not in meta:
-                return regenerate(meta, model=loaded.model, device=state.device)
-            source = kept_picture(meta["source_sha256"]) if meta.get("source_sha256") else None
-            refs = [kept_picture(s) for s in meta.get("reference_sha256s", "").split(",") if s]
-            return regenerate_style(meta, source, refs, model=loaded.model, device=state.device)
+            return upscale_all([made()], sr, int(meta.get("upscale") or 1), state.device)[0]
 
         return await asyncio.to_thread(run)
 
@@ -267,3 +285,20 @@ async def regenerate_image(image_id: int = Path(ge=1, le=2**62),
     response.headers["X-Polychrome-Identical"] = "true" if same else "false"
     response.headers["X-Polychrome-Regenerated-From"] = str(image_id)
     return response
+
+
+def _before_upscale(meta: dict[str, str]) -> dict[str, str]:
+    """The metadata of an upscaled image as it was before the cascade (its size divided
+    back), so the first model remakes exactly what the sr model was given."""
+    if "upscaled_by" not in meta:
+        return meta
+    try:
+        s = int(meta["upscale"])
+        base = {k: v for k, v in meta.items() if k not in ("upscaled_by", "upscale")}
+        for k in ("width", "height"):
+            if base.get(k):
+                base[k] = str(int(base[k]) // s)
+    except (KeyError, ValueError, ZeroDivisionError):
+        raise PolychromeError("bad upscale facts in the image's metadata",
+                              code="bad_metadata") from None
+    return base
