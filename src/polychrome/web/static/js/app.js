@@ -4,14 +4,15 @@ import { parseHash } from "./ui.js";
 import * as create from "./pages/create.js";
 import * as restyle from "./pages/restyle.js";
 import * as blend from "./pages/blend.js";
+import * as restore from "./pages/restore.js";
 import * as gallery from "./pages/gallery.js";
 import * as datasets from "./pages/datasets.js";
 import * as train from "./pages/train.js";
 import * as models from "./pages/models.js";
 
-const PAGES = { create, restyle, blend, gallery, datasets, train, models };
+const PAGES = { create, restyle, blend, restore, gallery, datasets, train, models };
 const TITLES = {
-  create: "Create", restyle: "Restyle", blend: "Blend", gallery: "Gallery",
+  create: "Create", restyle: "Restyle", blend: "Blend", restore: "Restore", gallery: "Gallery",
   datasets: "Datasets", train: "Train", models: "Models",
 };
 

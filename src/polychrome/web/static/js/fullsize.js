@@ -57,8 +57,10 @@ function fullDims(session, size) {
  * The "Full size" controls: a size selector, Save, Download full size, a spinner while it
  * renders and what came back. `request()` gives the session's current render body
  * ({style} or {weights}, strength, seed, ...) or null when there is nothing to render yet.
+ * `upscale` (an upscaleField from ui.js, optional) hands the render to a super-resolution
+ * model in the same request.
  */
-export function fullSizeControls({ request }) {
+export function fullSizeControls({ request, upscale = null }) {
   let session = null;
   let last = null; // {key, img} of the last full render (a second click reuses it)
   let busy = false;
@@ -74,7 +76,7 @@ export function fullSizeControls({ request }) {
   const note = status();
   const err = errorBox();
   const el = h("fieldset", { class: "fullsize", hidden: true },
-    legend, sizeField, wholeHint,
+    legend, sizeField, wholeHint, upscale ? upscale.el : null,
     h("div", { class: "row" }, saveBtn, dlBtn, spinner),
     note, err);
 
@@ -108,10 +110,13 @@ export function fullSizeControls({ request }) {
     const body = session && request();
     if (!body) { showError(err, new Error("choose a picture and a style first")); return; }
     const full = { ...body, size: size(), save: true };
+    const factor = upscale ? upscale.value() : null;
+    if (factor) full.upscale = factor;
     const key = `${session.session}|${JSON.stringify(full)}`;
     let img = last && last.key === key ? last.img : null;
     if (!img) {
-      const dims = session.native ? times(...fullDims(session, full.size)) : `${session.resolution} × ${session.resolution}`;
+      let dims = session.native ? times(...fullDims(session, full.size)) : `${session.resolution} × ${session.resolution}`;
+      if (factor) dims += `, then ×${factor}`;
       busy = true;
       saveBtn.disabled = dlBtn.disabled = true;
       spinner.hidden = false;

@@ -217,3 +217,27 @@ export function downloadLink(path, filename, text = "Download") {
     },
   }, text);
 }
+
+/**
+ * "Upscale" for the cascade (`upscale` on /api/generate, /api/restyle, full renders): ×2 / ×4,
+ * each enabled only when a super-resolution model trained for that factor is registered.
+ * Returns {el, select, setModels(list from /api/models), value() -> 2 | 4 | null}.
+ */
+export function upscaleField() {
+  const select = h("select", {}, h("option", { value: "" }, "No"));
+  const el = field("Upscale", select, " ");
+  const hint = el.querySelector(".hint");
+  function setModels(models) {
+    const sr = models.filter((m) => m.family === "restoration" && m.task === "sr");
+    select.replaceChildren(h("option", { value: "" }, "No"), ...[2, 4].map((f) => {
+      const ok = sr.some((m) => (m.scales || []).includes(f));
+      return h("option", { value: String(f), disabled: !ok || undefined }, ok ? `×${f}` : `×${f} (no model)`);
+    }));
+    select.disabled = !sr.length;
+    hint.textContent = sr.length
+      ? "Hand the result to a super-resolution model: a picture 2 or 4 times larger."
+      : "Needs a super-resolution model: train pix2pix with the task Super-resolution.";
+  }
+  setModels([]);
+  return { el, select, setModels, value: () => (select.value ? parseInt(select.value, 10) : null) };
+}

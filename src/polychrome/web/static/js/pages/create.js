@@ -2,7 +2,7 @@
 import { imageName, postImage } from "../api.js";
 import { handoff, listModels } from "../state.js";
 import { samplesSwatches, swatchGroup } from "../swatches.js";
-import { clearError, errorBox, field, fillModels, h, seedField, showError, slider, status } from "../ui.js";
+import { clearError, errorBox, field, fillModels, h, seedField, showError, slider, status, upscaleField } from "../ui.js";
 
 export function mount(root, params) {
   const models = [];
@@ -17,6 +17,7 @@ export function mount(root, params) {
   const count = h("input", { type: "number", min: "1", max: "16", value: "4", step: "1" });
   const trunc = slider("Truncation (lower = safer, less varied)", { min: 0, max: 1.5, step: 0.05, value: 1 });
   const truncWrap = h("div", { hidden: true }, trunc.el);
+  const upscale = upscaleField();
   const go = h("button", { type: "submit" }, "Generate");
   const genErr = errorBox();
   const note = status();
@@ -28,6 +29,7 @@ export function mount(root, params) {
     seed.el,
     field("How many", count, "Image i uses seed + i."),
     truncWrap,
+    upscale.el,
     h("div", { class: "row" }, go), genErr, note);
 
   root.append(h("h1", {}, "Create"),
@@ -39,6 +41,7 @@ export function mount(root, params) {
     try {
       models.push(...(await listModels()));
     } catch (e) { showError(modelErr, e); return; }
+    upscale.setModels(models);
     const wanted = handoff.create ? handoff.create.model : params.get("model");
     const n = fillModels(modelSel, models, (m) => m.family === "noise", wanted || "");
     if (!n) {
@@ -91,15 +94,17 @@ export function mount(root, params) {
     go.disabled = true;
     const model = modelSel.value;
     const truncation = truncWrap.hidden ? 1 : parseFloat(trunc.input.value);
+    const factor = upscale.value();
     try {
       // One request per image, so each appears as soon as it is made.
       for (let i = 0; i < n; i++) {
         note.textContent = `Generating ${i + 1} of ${n}…`;
         const body = { model, n: 1, seed: base + i, truncation };
         if (style !== null) body.style = style;
+        if (factor) body.upscale = factor;
         const img = await postImage("/api/generate", { json: body });
         urls.push(img.url);
-        results.prepend(card(img, { model, style: img.headers.get("x-polychrome-style") || style, seed: base + i, truncation }));
+        results.prepend(card(img, { model, style: img.headers.get("x-polychrome-style") || style, seed: base + i, truncation, upscale: factor }));
       }
       note.textContent = `Made ${n} image${n > 1 ? "s" : ""}.`;
     } catch (e) {
@@ -116,7 +121,8 @@ export function mount(root, params) {
     const name = imageName(meta);
     return h("article", { class: "card" },
       h("img", { src: img.url, alt: `${settings.style || "image"}, seed ${settings.seed}` }),
-      h("p", { class: "caption" }, `${settings.style || ""} · seed ${settings.seed}`),
+      h("p", { class: "caption" }, `${settings.style || ""} · seed ${settings.seed}` +
+        (settings.upscale ? ` · ×${settings.upscale}, ${img.headers.get("x-polychrome-width")} × ${img.headers.get("x-polychrome-height")} px` : "")),
       h("div", { class: "actions" },
         h("a", { class: "button secondary", href: img.url, download: name }, "Download"),
         h("button", { type: "button", class: "secondary", onclick: () => reuse(settings) }, "Reuse settings"),

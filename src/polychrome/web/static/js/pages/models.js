@@ -18,15 +18,27 @@ export function mount(root, params) {
       }
       list.replaceChildren(...models.map((m) => h("article", { class: "card model", dataset: { name: m.name } },
         h("h2", {}, m.name),
-        h("p", { class: "caption" }, `${m.arch} · ${m.family === "noise" ? "noise → image" : "image → image"} · v${m.latest_version}`),
-        h("div", { class: "chips" }, ...m.styles.map((s) => h("span", { class: "chip" }, s))),
+        h("p", { class: "caption" }, `${m.arch} · ${kind(m)} · v${m.latest_version}`),
+        m.family === "restoration" ? null : h("div", { class: "chips" }, ...m.styles.map((s) => h("span", { class: "chip" }, s))),
         h("div", { class: "actions" },
           h("button", { type: "button", class: "secondary", onclick: () => show(m.name) }, "Details"),
-          m.family === "noise" ? h("a", { class: "button secondary", href: `#/create?model=${encodeURIComponent(m.name)}` }, "Create")
-            : h("a", { class: "button secondary", href: "#/restyle" }, "Restyle")))));
+          action(m)))));
       const wanted = params.get("name");
       if (wanted) show(wanted);
     } catch (e) { showError(listErr, e); }
+  }
+
+  function kind(m) {
+    if (m.family === "noise") return "noise → image";
+    if (m.family !== "restoration") return "image → image";
+    const task = { sr: "super-resolution", inpaint: "inpainting", colorize: "colorization" }[m.task] || "restoration";
+    return m.task === "sr" ? `${task} ${(m.scales || []).map((s) => `×${s}`).join(" ")}` : task;
+  }
+
+  function action(m) {
+    if (m.family === "noise") return h("a", { class: "button secondary", href: `#/create?model=${encodeURIComponent(m.name)}` }, "Create");
+    if (m.family === "restoration") return h("a", { class: "button secondary", href: `#/restore?model=${encodeURIComponent(m.name)}` }, "Restore");
+    return h("a", { class: "button secondary", href: "#/restyle" }, "Restyle");
   }
 
   async function show(name) {

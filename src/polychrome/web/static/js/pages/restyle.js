@@ -9,7 +9,7 @@ import { handoff, listModels } from "../state.js";
 import { swatchGroup } from "../swatches.js";
 import {
   apiImg, clearError, debounce, downloadLink, dropZone, errorBox, field, fillModels, h, seedField, showError,
-  slider, status,
+  slider, status, upscaleField,
 } from "../ui.js";
 
 export function mount(root, params) {
@@ -37,7 +37,8 @@ export function mount(root, params) {
   const after = h("img", { alt: "After: no result yet" });
   const afterCaption = h("figcaption", {}, "After");
   const download = h("a", { class: "button secondary", href: "#", download: "restyled.png", hidden: true }, "Download preview");
-  const full = fullSizeControls({ request: () => (session && target ? renderBody() : null) });
+  const upscale = upscaleField();
+  const full = fullSizeControls({ request: () => (session && target ? renderBody() : null), upscale });
   const resultErr = errorBox();
   const note = status("Choose a picture to start.");
   const varGrid = h("div", { class: "grid small", "aria-live": "polite", "aria-label": "Variations" });
@@ -82,6 +83,7 @@ export function mount(root, params) {
 
   async function load() {
     try { models.push(...(await listModels())); } catch (e) { showError(modelErr, e); return; }
+    upscale.setModels(models);
     if (!fillModels(modelSel, models, (m) => m.family === "translation", params.get("model") || "")) {
       modelErr.textContent = "No image → image model yet: train a stargan (or cyclegan) on the Train page.";
       return;

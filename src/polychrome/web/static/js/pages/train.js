@@ -21,6 +21,16 @@ export function mount(root, params) {
   const batch = h("input", { type: "number", min: "1", max: "4096", placeholder: "preset" });
   const seed = h("input", { type: "number", min: "0", placeholder: "0" });
   const modelName = h("input", { type: "text", placeholder: "<dataset>-<architecture>", pattern: "[A-Za-z0-9][A-Za-z0-9._\\-]{0,63}" });
+  // Restoration (pix2pix): what it learns, the sr factor(s), and the crop it trains on.
+  const taskSel = h("select", {},
+    h("option", { value: "sr" }, "Super-resolution"), h("option", { value: "inpaint" }, "Inpainting"),
+    h("option", { value: "colorize" }, "Colorization"));
+  const scales = h("input", { type: "text", value: "2,4", inputmode: "numeric", spellcheck: "false" });
+  const scalesField = field("Scale", scales, "Upscaling factor(s): 2, 3, 4 or 8; several with commas train one network for each (e.g. 2,4).");
+  const crop = h("input", { type: "number", min: "16", max: "1024", step: "1", value: "64" });
+  const restoration = h("fieldset", { hidden: true }, h("legend", {}, "Restoration"),
+    field("Task", taskSel), scalesField,
+    field("Crop size (px)", crop, "Trains on random crops of this side (a power of two), the pictures kept near their own size."));
   const start = h("button", { type: "submit" }, "Start training");
   const startErr = errorBox();
   const formErr = errorBox();
@@ -28,7 +38,7 @@ export function mount(root, params) {
   const recent = h("div", { class: "scroll" });
 
   const form = h("form", { class: "panel", onsubmit: (e) => { e.preventDefault(); startJob(); } },
-    field("Dataset", dsSel), field("Model family", archSel), archNote,
+    field("Dataset", dsSel), field("Model family", archSel), archNote, restoration,
     h("fieldset", {}, h("legend", {}, "Preset"), presetBox),
     h("div", { class: "row" }, estBtn), estOut, estErr,
     h("details", {}, h("summary", {}, "Advanced"),
@@ -39,7 +49,8 @@ export function mount(root, params) {
     h("div", {}, jobView, h("section", { class: "panel" }, h("h2", {}, "Recent training jobs"), recent))));
 
   archSel.addEventListener("change", () => loadPresets());
-  for (const el of [dsSel, steps, resolution, batch]) el.addEventListener("change", () => { estOut.textContent = "Time: not measured yet."; });
+  taskSel.addEventListener("change", () => { scalesField.hidden = taskSel.value !== "sr"; });
+  for (const el of [dsSel, steps, resolution, batch, taskSel, scales, crop]) el.addEventListener("change", () => { estOut.textContent = "Time: not measured yet."; });
 
   async function load() {
     try {
@@ -49,9 +60,10 @@ export function mount(root, params) {
         formErr.replaceChildren("No dataset yet: ", h("a", { href: "#/datasets" }, "import one"), " first.");
         start.disabled = true;
       }
-      for (const fam of ["noise", "translation"]) {
-        const group = h("optgroup", { label: fam === "noise" ? "Noise → image (Create, Blend)" : "Image → image (Restyle, Blend)" });
-        for (const a of archs.items.filter((x) => x.family === fam)) group.append(h("option", { value: a.name, dataset: { desc: a.description } }, a.name));
+      const labels = { noise: "Noise → image (Create, Blend)", translation: "Image → image (Restyle, Blend)", restoration: "Restoration (Restore)" };
+      for (const fam of ["noise", "translation", "restoration"]) {
+        const group = h("optgroup", { label: labels[fam] });
+        for (const a of archs.items.filter((x) => x.family === fam)) group.append(h("option", { value: a.name, dataset: { desc: a.description, family: fam } }, a.name));
         if (group.children.length) archSel.append(group);
       }
       archSel.value = params.get("model") || "dcgan";
@@ -61,16 +73,34 @@ export function mount(root, params) {
     listRecent();
   }
 
+  const isRestoration = () => archSel.selectedOptions[0]?.dataset.family === "restoration";
+
+  /** Restoration models: their run-config overrides (model_config task / scales, crop). */
+  function restorationConfig() {
+    if (!isRestoration()) return null;
+    const model_config = { task: taskSel.value };
+    if (taskSel.value === "sr") {
+      const parts = scales.value.split(",").map((x) => x.trim()).filter(Boolean);
+      if (!parts.length || parts.some((x) => !/^[0-9]+$/.test(x))) throw new Error("the scale must be whole numbers, e.g. 4 or 2,4");
+      model_config.scales = parts.map((x) => parseInt(x, 10));
+    }
+    const side = parseInt(crop.value, 10);
+    if (!Number.isInteger(side)) throw new Error("the crop size must be a whole number of pixels, e.g. 64");
+    return { crop: side, model_config };
+  }
+
   async function loadPresets() {
     const opt = archSel.selectedOptions[0];
     archNote.textContent = opt ? opt.dataset.desc || "" : "";
+    restoration.hidden = !isRestoration();
+    resolution.closest(".field").hidden = isRestoration(); // the crop size sets it
     try {
       presets = (await getJSON(`/api/presets?model=${encodeURIComponent(archSel.value)}`)).items;
     } catch (e) { showError(formErr, e); return; }
     const current = presetBox.querySelector("input:checked")?.value || "quick";
     presetBox.replaceChildren(...presets.map((p) => h("label", {},
       h("input", { type: "radio", name: "preset", value: p.name, checked: p.name === current }),
-      ` ${p.label} — ${p.steps.toLocaleString()} steps, ${p.resolution} px`,
+      ` ${p.label} — ${p.steps.toLocaleString()} steps` + (isRestoration() ? "" : `, ${p.resolution} px`),
       h("br"), h("small", { class: "hint" }, p.description))));
     presetBox.querySelectorAll("input").forEach((i) => i.addEventListener("change", () => { estOut.textContent = "Time: not measured yet."; }));
     estOut.textContent = "Time: not measured yet.";
@@ -89,6 +119,8 @@ export function mount(root, params) {
     try {
       const body = { model: archSel.value, dataset: dsSel.value, preset: preset().name };
       for (const [k, el] of [["steps", steps], ["resolution", resolution], ["batch_size", batch]]) if (num(el) !== null) body[k] = num(el);
+      const extra = restorationConfig();
+      if (extra) { body.config = extra; delete body.resolution; }
       const e = await postJSON("/api/presets/estimate", body);
       estOut.textContent = `About ${formatDuration(e.estimated_seconds)} for ${e.steps.toLocaleString()} steps on this machine (${e.basis}).`;
     } catch (e) {
@@ -103,7 +135,13 @@ export function mount(root, params) {
     if (!p) { showError(startErr, new Error("choose a preset")); return; }
     const total = num(steps) || p.steps;
     const config = { ...p.config, sample_every: Math.max(1, Math.floor(total / 10)), checkpoint_every: Math.max(1, Math.floor(total / 5)), log_every: Math.max(1, Math.min(10, Math.floor(total / 50))) };
-    const body = { kind: "train", model: archSel.value, dataset: dsSel.value, steps: total, resolution: num(resolution) || p.resolution, batch_size: num(batch) || p.batch_size, config };
+    let extra = null;
+    try { extra = restorationConfig(); } catch (e) { showError(startErr, e); return; }
+    if (extra) {
+      config.crop = extra.crop;
+      config.model_config = { ...(config.model_config || {}), ...extra.model_config };
+    }
+    const body = { kind: "train", model: archSel.value, dataset: dsSel.value, steps: total, resolution: extra ? extra.crop : num(resolution) || p.resolution, batch_size: num(batch) || p.batch_size, config };
     if (num(seed) !== null) body.seed = num(seed);
     if (modelName.value.trim()) body.name = modelName.value.trim();
     start.disabled = true;
