@@ -213,3 +213,22 @@ def test_train_pix2pix_from_the_command_line_then_restore(tmp_path, run):
     assert code != 0 and "trained for x4, not x2" in err
     code, _, err = run("train", "stargan", "--dataset", "pics", "--task", "sr")
     assert code != 0 and "--task is for restoration models" in err
+
+
+def test_default_upscaler_prefers_the_sr_model_of_the_same_styles(tmp_path):
+    from polychrome.errors import PolychromeError
+    from polychrome.pipelines.restore import default_upscaler
+
+    with pytest.raises(PolychromeError, match="no super-resolution model trained for x2"):
+        default_upscaler(2)
+    for name, styles in (("photo-up", ["photo"]), ("emoji-up", ["noto", "twemoji"])):
+        d = save_tiny("sr", tmp_path / name, scales=[2, 4])
+        spec = json.loads((d / "config.json").read_text())
+        spec["meta"]["styles"] = styles
+        (d / "config.json").write_text(json.dumps(spec))
+        add_model_version(d, name)
+    assert default_upscaler(4) == "photo-up:1"  # no styles: the first registered
+    assert default_upscaler(4, ["twemoji", "openmoji"]) == "emoji-up:1"
+    assert default_upscaler("2", ["photo", "clipart"]) == "photo-up:1"
+    with pytest.raises(PolychromeError, match="x3"):
+        default_upscaler(3)

@@ -42,8 +42,12 @@ def upscale_options(f):
                              "(pix2pix sr) model.")(f)
 
 
-def load_upscaler(upscale: str | None, upscaler: str | None, device: str):
-    """The sr model for --upscale, checked before any picture is made (None without it)."""
+def load_upscaler(upscale: str | None, upscaler: str | None, device: str,
+                  styles: list[str] | None = None):
+    """The sr model for --upscale, checked before any picture is made (None without it).
+
+    Without --upscaler: the sr model trained on most of `styles` (the style names of the
+    model whose pictures are enlarged), see pipelines.restore.default_upscaler."""
     from ..errors import PolychromeError
 
     if upscale is None:
@@ -54,7 +58,7 @@ def load_upscaler(upscale: str | None, upscaler: str | None, device: str):
     from ..models.store import load_model
     from ..pipelines.restore import check_scale, default_upscaler, require_restoration
 
-    sr = load_model(upscaler or default_upscaler(upscale), device=device)
+    sr = load_model(upscaler or default_upscaler(upscale, styles), device=device)
     if require_restoration(sr) != "sr":
         raise PolychromeError(f"{upscaler} is not a super-resolution model: --upscaler needs "
                               "one (task sr)", code="wrong_task")

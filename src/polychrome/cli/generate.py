@@ -39,7 +39,7 @@ def generate_cmd(model: str, n: int, seed: int, style: str | None, truncation: f
     from ..pipelines.generate import generate, save_images
 
     m = load_model(model, device=device)
-    sr = load_upscaler(upscale, upscaler, device)
+    sr = load_upscaler(upscale, upscaler, device, m.style_names)
     with tqdm(total=n, unit="img", desc="generating", file=sys.stderr,
               disable=as_json or not sys.stderr.isatty()) as bar:
         images = generate(m, n, seed=seed, style=style, truncation=truncation, device=device,

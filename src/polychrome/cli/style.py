@@ -123,7 +123,7 @@ def restyle_cmd(model: str, inputs: tuple[str, ...], style: str | None, referenc
         raise PolychromeError(f"restyle needs at least one INPUT image for {r.model.name}",
                               code="missing_input")
     _check_save_name(r, save_style)
-    sr = load_upscaler(upscale, upscaler, device)
+    sr = load_upscaler(upscale, upscaler, device, r.model.style_names)
     t0 = time.perf_counter()
     with _bar(len(inputs) * max(variations, 1), "restyling", as_json) as bar:
         images = restyle(r.model, list(inputs), style=style, reference=reference,

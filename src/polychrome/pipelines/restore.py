@@ -229,7 +229,7 @@ def restore(model: GANModel | str, image: Any, *, task: str | None = None, scale
 
 def grey_u8(arr: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 -> the same picture in grey (BT.601 luma in all three channels)."""
-    y = luma(torch.from_numpy(arr).permute(2, 0, 1)[None].float())[0, 0]
+    y = luma(torch.from_numpy(np.array(arr)).permute(2, 0, 1)[None].float())[0, 0]
     g = y.round().clamp(0, 255).to(torch.uint8).numpy()
     return np.repeat(g[..., None], 3, axis=2)
 
@@ -284,25 +284,37 @@ def restoration_models() -> list[dict[str, Any]]:
         try:
             cfg = json.loads(((p if p.is_absolute() else home / p) / "config.json")
                              .read_text())["config"]
+            spec = json.loads(((p if p.is_absolute() else home / p) / "config.json")
+                              .read_text())
+            cfg = spec["config"]
             task = str(cfg["task"])
             scales = [int(v) for v in cfg.get("scales") or []] if task == "sr" else [1]
+            styles = [str(v) for v in (spec.get("meta") or {}).get("styles") or []]
         except (OSError, ValueError, KeyError, TypeError):
             continue  # an unreadable directory is not offered (loading it would fail)
-        out.append({"name": name, "version": version, "task": task, "scales": scales})
+        out.append({"name": name, "version": version, "task": task, "scales": scales,
+                    "styles": styles})
     return out
 
 
-def default_upscaler(scale: Any) -> str:
-    """The sr model the cascade uses when none is named: the first registered
-    super-resolution model trained for `scale` (as name:version)."""
+def default_upscaler(scale: Any, styles: list[str] | None = None) -> str:
+    """The sr model the cascade uses when none is named (as name:version).
+
+    Among the super-resolution models trained for `scale`: the one trained on the most of
+    `styles` (the style names of the model whose picture it enlarges: an emoji generator
+    gets the sr model trained on emoji, a photo restyler the one trained on photos), then
+    the first registered.
+    """
     try:
         s = int(scale)
     except (TypeError, ValueError):
         raise PolychromeError(f"upscale must be an integer factor, got {scale!r}",
                               code="bad_scale") from None
-    for m in restoration_models():
-        if m["task"] == "sr" and s in m["scales"]:
-            return f"{m['name']}:{m['version']}"
+    fits = [m for m in restoration_models() if m["task"] == "sr" and s in m["scales"]]
+    if fits:
+        wanted = set(styles or [])
+        best = max(fits, key=lambda m: len(wanted & set(m["styles"])))  # first of the ties
+        return f"{best['name']}:{best['version']}"
     raise PolychromeError(f"no super-resolution model trained for x{s} is registered: train "
                           f"one (polychrome train pix2pix --task sr --scale {s}) or name one "
                           "as the upscaler", code="no_upscaler")

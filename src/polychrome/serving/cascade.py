@@ -15,8 +15,12 @@ from .errors import BadRequest
 from .style_support import loaded_model
 
 
-async def upscaler_for(state: Any, upscale: int | None, upscaler: str | None) -> Any:
-    """The warm sr model of a request (None without `upscale`), checked for the factor."""
+async def upscaler_for(state: Any, upscale: int | None, upscaler: str | None,
+                       styles: list[str] | None = None) -> Any:
+    """The warm sr model of a request (None without `upscale`), checked for the factor.
+
+    `styles`: the style names of the model whose pictures are enlarged (the default sr
+    model is the one trained on most of them)."""
     from ..pipelines.restore import default_upscaler
 
     if upscale is None:
@@ -24,8 +28,8 @@ async def upscaler_for(state: Any, upscale: int | None, upscaler: str | None) ->
             raise BadRequest("upscaler names the model for `upscale`: give the factor too "
                              "(upscale=2 or 4)", code="bad_scale")
         return None
-    spec = upscaler if upscaler is not None else await asyncio.to_thread(default_upscaler,
-                                                                        upscale)
+    spec = upscaler if upscaler is not None else await asyncio.to_thread(
+        default_upscaler, upscale, styles)
     loaded = await loaded_model(state, spec)
     await asyncio.to_thread(check_upscaler, loaded.model, upscale)
     return loaded

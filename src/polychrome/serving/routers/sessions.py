@@ -201,7 +201,8 @@ async def render_full(body: FullRenderIn, session_id: str = SessionId,
     size = checked_size(body.size)
 
     async def work() -> Any:
-        sr = await upscaler_for(state, body.upscale, body.upscaler)
+        sr = await upscaler_for(state, body.upscale, body.upscaler,
+                                session.restyler.model.style_names)
         return await asyncio.to_thread(
             lambda: upscale_all([rendered()], sr, body.upscale, state.device)[0])
 

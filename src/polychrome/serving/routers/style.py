@@ -77,7 +77,7 @@ async def restyle_route(request: Request, state: ServiceState = Depends(get_stat
 
     async def work() -> list[Any]:
         loaded = await loaded_model(state, body.model)
-        sr = await upscaler_for(state, body.upscale, body.upscaler)
+        sr = await upscaler_for(state, body.upscale, body.upscaler, loaded.model.style_names)
 
         def run() -> list[Any]:
             return upscale_all(restyled(), sr, body.upscale, state.device)
