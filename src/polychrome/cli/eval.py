@@ -1,4 +1,5 @@
-"""`polychrome eval`: FID, KID and precision/recall of a trained model against a dataset."""
+"""`polychrome eval`: FID, KID and precision/recall of a trained model against a dataset;
+paired metrics for translation models; true-photo figures with baselines for restoration."""
 
 from __future__ import annotations
 
@@ -29,15 +30,31 @@ from .main import app
 @click.option("--fit", type=click.Choice(["crop", "pad"]), default=None,
               help="How real images are squared (default: as in the model's training run, "
                    "else crop).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Sampling seed (restoration: the seed of the inpainting masks).")
 @click.option("--evaluator-steps", type=int, default=None,
               help="Training steps if the dataset's offline evaluator must be trained first.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, mps ...")
 @click.option("--no-record", is_flag=True, help="Do not write the result on the model card.")
+@click.option("--images", type=click.Path(path_type=Path), default=None,
+              help="Restoration: a folder of photos the model never saw (default: the "
+                   "held-out split of --dataset or of the model's training dataset).")
+@click.option("--scale", "scales", type=int, multiple=True,
+              help="Restoration sr: factor(s) to measure, repeatable (default: all the "
+                   "model's).")
+@click.option("--mean-chroma", default=None, metavar="A,B",
+              help="Restoration colorize: the training photos' mean a*,b* for the "
+                   "mean-chroma baseline (default: computed from --train-images or the "
+                   "model's training dataset).")
+@click.option("--train-images", type=click.Path(path_type=Path), default=None,
+              help="Restoration colorize: the folder (searched recursively) of the "
+                   "training photos to compute the mean chroma from.")
 @json_option
 def eval_cmd(model: str, dataset: str | None, metrics: str, n: int, extractor: str,
              inception_weights: Path | None, split: str, fit: str | None, seed: int,
-             evaluator_steps: int | None, device: str, no_record: bool, as_json: bool) -> None:
+             evaluator_steps: int | None, device: str, no_record: bool, images: Path | None,
+             scales: tuple[int, ...], mean_chroma: str | None, train_images: Path | None,
+             as_json: bool) -> None:
     """Measure MODEL (NAME, NAME:VERSION or a model directory) against a dataset's real images.
 
     \b
@@ -50,16 +67,40 @@ def eval_cmd(model: str, dataset: str | None, metrics: str, n: int, extractor: s
                  published FID/KID values. Needs its weights file, given with
                  --inception-weights or POLYCHROME_INCEPTION_WEIGHTS.
 
+    \b
+    Restoration models (pix2pix: sr, inpaint, colorize) are measured on photos at
+    their own size (--images DIR), each against two classical baselines:
+      sr         Y-PSNR / Y-SSIM vs PIL bicubic and Lanczos, per --scale
+      inpaint    PSNR / L1 inside free-form holes (fixed per photo and --seed)
+                 vs the harmonic fill and the pyramid fill
+      colorize   ab error and colourfulness vs mean chroma and grey
+
     Results of a registered model are recorded on its card (see `models show`).
     """
     from ..metrics.api import evaluate_model
 
+    mean_ab = None
+    if mean_chroma is not None:
+        try:
+            a, b = (float(v) for v in mean_chroma.split(","))
+        except ValueError:
+            raise click.BadParameter(f"expected A,B (two numbers), got {mean_chroma!r}",
+                                     param_hint="--mean-chroma") from None
+        mean_ab = (a, b)
     result = evaluate_model(
         model, dataset, metrics=metrics, n=n, extractor=extractor,
         inception_weights=inception_weights, split=split, fit=fit, seed=seed,
-        evaluator_steps=evaluator_steps, device=device, record=not no_record)
+        evaluator_steps=evaluator_steps, device=device, record=not no_record,
+        images=images, scales=list(scales) or None, mean_ab=mean_ab,
+        train_images=train_images)
     if as_json:
         emit_json(result)
+        return
+    if "task" in result:  # a restoration model (metrics/restoration.py)
+        from ..metrics.restoration import format_restoration
+
+        for line in format_restoration(result):
+            echo(line)
         return
     if "translation" in result:  # a translation model (metrics/translation.py)
         from ..metrics.translation import format_translation

@@ -5,7 +5,9 @@ Three entry points, one code path:
 - `make_training_evaluator(packed, ...)`: the `evaluate(model_ema, step) -> dict` hook for
   the training loop (extractor and real features computed once, then reused);
 - `evaluate_model(spec, dataset, ...)`: what `polychrome eval` and the REST API call;
-  records the result on the model's card when the model is registered.
+  records the result on the model's card when the model is registered. Translation models
+  get paired metrics (translation.py); restoration models are measured against the true
+  photos with classical baselines (restoration.py).
 
 Every result names its extractor: "inception" (the standard FID network; the only
 numbers comparable with papers) or "offline:<dataset>@v<version>/<resolution>".
@@ -188,8 +190,14 @@ def evaluate_model(spec: str | GANModel, dataset: str | None = None, *,
                    extractor: str = "offline", inception_weights: str | Path | None = None,
                    split: str = "all", fit: str | None = None, seed: int = 0,
                    evaluator_steps: int | None = None, device: str | torch.device = "cpu",
-                   record: bool = True) -> dict[str, Any]:
+                   record: bool = True, images: str | Path | None = None,
+                   scales: list[int] | None = None, mean_ab: tuple[float, float] | None = None,
+                   train_images: str | Path | None = None) -> dict[str, Any]:
     """`polychrome eval`: a stored model (or a model dir) against a dataset.
+
+    A restoration model is measured on photos instead (`images`, default: the held-out
+    split of `dataset` or of its training dataset; `scales`, `mean_ab`, `train_images` and `seed`, the mask
+    seed, apply to it): see `restoration.evaluate_restoration_model`.
 
     `dataset` and `fit` default to those the model was trained with (its meta). The result is
     {"model", "dataset", "n", "n_real", "split", "extractor", "seed", "metrics", "seconds"}
@@ -200,6 +208,16 @@ def evaluate_model(spec: str | GANModel, dataset: str | None = None, *,
 
     t0 = time.perf_counter()
     model = spec if isinstance(spec, GANModel) else load_model(spec, device=str(device))
+    if model.family == "restoration":  # true photos and classical baselines (restoration.py)
+        from .restoration import evaluate_restoration_model
+
+        return evaluate_restoration_model(
+            model, images=images, dataset=dataset, scales=scales, seed=seed, mean_ab=mean_ab,
+            train_images=train_images, device=device, record=record)
+    if images is not None or scales or mean_ab is not None or train_images is not None:
+        raise ConfigError(f"--images, --scale, --mean-chroma and --train-images apply to "
+                          f"restoration models; this is a {model.family} model",
+                          code="bad_request")
     dataset = dataset or model.meta.get("dataset")
     if not dataset:
         raise ConfigError("which dataset? pass --dataset NAME (the model does not record the "
