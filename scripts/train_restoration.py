@@ -1,0 +1,221 @@
+#!/usr/bin/env python3
+"""The recipe for the bundled restoration models (polychrome/assets/models/<name>/).
+
+  photo-sr        pix2pix sr, x2 and x4 in one network      scripts/defaults/photo-sr.yaml
+  photo-inpaint   pix2pix inpaint                           scripts/defaults/photo-inpaint.yaml
+  photo-colorize  pix2pix colorize                          scripts/defaults/photo-colorize.yaml
+  emoji-sr        pix2pix sr on the emoji styles at 128 px  scripts/defaults/emoji-sr.yaml
+
+Steps, each a plain command:
+
+  1. build the photographs (Debian packages and PyPI wheels; credits in PHOTOS/CREDITS.md)
+     and the emoji at 128 px:
+       python3 scripts/data/photos.py PHOTOS
+       python3 ../shared/datasets/emoji_styles.py EMOJI --size 128   (the emoji recipe)
+  2. import them:
+       polychrome data import PHOTOS/train --name photos
+       polychrome data import EMOJI --name emoji128
+  3. train (checkpointed; `polychrome train --resume RUNS/<name>` continues a run):
+       OMP_NUM_THREADS=1 polychrome train --config scripts/defaults/photo-sr.yaml \\
+           --dataset photos --steps 2400 --run-dir RUNS/photo-sr --name photo-sr
+       (photo-inpaint and photo-colorize alike with --steps 2000; emoji-sr with
+        --dataset emoji128 --steps 1500)
+  4. export the EMA generator of each run into the package:
+       python scripts/train_restoration.py export RUNS/photo-sr       (and the others)
+  5. measure them on the held-out photos (quality against the classical baselines, speed):
+       python benchmarks/restoration.py --heldout PHOTOS/heldout --train PHOTOS/train
+       python benchmarks/restoration.py --tasks sr --sr src/polychrome/assets/models/emoji-sr \\
+           --heldout EMOJI_HELDOUT --no-speed --json docs/quality/emoji_sr.json \\
+           --md docs/quality/emoji_sr.md --grid-dir docs/restoration/emoji
+  6. write metrics.json and card.md from those JSON outputs and the runs:
+       python scripts/train_restoration.py card RUNS/photo-sr --credits PHOTOS/CREDITS.md
+       (and the others; emoji-sr with --quality docs/quality/emoji_sr.json)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+ASSETS = REPO / "src" / "polychrome" / "assets" / "models"
+QUALITY = REPO / "docs" / "quality"
+TASK_TEXT = {
+    "sr": "Makes a picture 2 or 4 times larger and sharper (super-resolution)",
+    "inpaint": "Fills in the parts of a picture a mask marks (inpainting); every pixel "
+               "outside the mask is kept exactly",
+    "colorize": "Gives a black-and-white picture colours (colorization); the picture's "
+                "brightness (BT.601 luma) is kept",
+}
+
+
+def export(run_dir: Path, dest: Path) -> None:
+    from polychrome.training.export import export_model
+
+    with tempfile.TemporaryDirectory() as t:
+        model_dir = export_model(run_dir, Path(t) / "model", which="latest")
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in ("config.json", "model.safetensors"):
+            shutil.copy2(model_dir / f, dest / f)
+    size = sum(p.stat().st_size for p in dest.iterdir()) / 1e6
+    print(f"exported {run_dir} to {dest} ({size:.1f} MB)")
+
+
+def _train_facts(run_dir: Path) -> dict:
+    import yaml
+    from train_defaults import _run_facts  # this folder: run as a script
+
+    logged = _run_facts(run_dir)
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    return {"steps": logged["steps_logged"], "planned_steps": int(cfg["steps"]),
+            "minutes": logged["train_seconds"] / 60, "cfg": cfg}
+
+
+def _f(v: float | None, digits: int = 2) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def _quality_lines(task: str, res: dict, report: dict) -> tuple[list[str], dict]:
+    s = res["summary"]
+    n = report["n_photos"]
+    lines: list[str] = []
+    figures: dict = {}
+    if task == "sr":
+        lines += [f"On {n} held-out pictures at their own size, made smaller by the "
+                  "antialiased bicubic downscale (8-bit), luma (BT.601) PSNR / SSIM with a "
+                  "border of s pixels cropped:", "",
+                  "| scale | ours PSNR | bicubic | Lanczos | gain over bicubic | ours SSIM | "
+                  "bicubic | Lanczos |", "|---|---|---|---|---|---|---|---|"]
+        for sc in res["scales"]:
+            b = s[f"x{sc}"]
+            m = b["methods"]
+            lines.append(f"| x{sc} | {_f(m['ours']['psnr_y'])} dB | {_f(m['bicubic']['psnr_y'])} "
+                         f"| {_f(m['lanczos']['psnr_y'])} | {b['gain_db']:+.2f} dB | "
+                         f"{_f(m['ours']['ssim_y'], 4)} | {_f(m['bicubic']['ssim_y'], 4)} | "
+                         f"{_f(m['lanczos']['ssim_y'], 4)} |")
+            figures[f"x{sc}"] = {k: m[k] for k in m} | {"gain_db": b["gain_db"]}
+    elif task == "inpaint":
+        m = s["methods"]
+        lines += [f"On {n} held-out photos at their own size, one free-form mask each (strokes "
+                  f"and boxes; mean {s.get('mask_fraction', 0):.0%} of the picture), inside "
+                  "the holes (RGB):", "",
+                  "| method | PSNR | L1 (0-255) |", "|---|---|---|",
+                  f"| photo-inpaint | {_f(m['ours']['psnr_mask'])} dB | "
+                  f"{_f(m['ours']['l1_mask'])} |",
+                  f"| harmonic (Laplace) fill | {_f(m['harmonic']['psnr_mask'])} dB | "
+                  f"{_f(m['harmonic']['l1_mask'])} |",
+                  f"| pyramid fill | {_f(m['pyramid']['psnr_mask'])} dB | "
+                  f"{_f(m['pyramid']['l1_mask'])} |"]
+        figures = {k: m[k] for k in m} | {"gain_db": s["gain_db"]}
+    else:
+        m = s["methods"]
+        lines += [f"On {n} held-out photos at their own size, from their luma:", "",
+                  "| method | a*b* error | colourfulness |", "|---|---|---|",
+                  f"| photo-colorize | {_f(m['ours']['ab_error'])} | "
+                  f"{_f(m['ours']['colourfulness'])} |",
+                  f"| mean chroma | {_f(m['mean chroma']['ab_error'])} | "
+                  f"{_f(m['mean chroma'].get('colourfulness'))} |",
+                  f"| grey input | {_f(m['grey']['ab_error'])} | 0.00 |",
+                  f"| the real photos | 0 | {_f(s.get('truth_colourfulness'))} |", "",
+                  f"Largest change of luma: {s['luma_max_diff']:.2f} (of 255)."]
+        figures = {k: m[k] for k in m} | {"colourfulness_ratio": s.get("colourfulness_ratio"),
+                                          "luma_max_diff": s["luma_max_diff"]}
+    goals = [f"- {name}: {g['goal']}: {_f(g['value'], 3)} "
+             f"({'met' if g['met'] else '**not met**'})" for name, g in res["goals"].items()]
+    if goals:
+        lines += ["", "Goals:", "", *goals]
+    return lines, figures
+
+
+def card(run_dir: Path, dest: Path, quality_path: Path, credits: Path | None) -> None:
+    report = json.loads(quality_path.read_text())
+    spec = json.loads((dest / "config.json").read_text())
+    cfg, meta = spec["config"], spec.get("meta", {})
+    task = cfg["task"]
+    res = report["tasks"][task]
+    facts = _train_facts(run_dir)
+    step = int(meta.get("step", facts["steps"]))
+    status = ("its full schedule" if step >= facts["planned_steps"] else
+              f"stopped at step {step} of a {facts['planned_steps']}-step schedule")
+    quality, figures = _quality_lines(task, res, report)
+    speed = [r for r in report.get("speed") or [] if r["task"] == task]
+    metrics = {
+        "source": f"benchmarks/restoration.py ({quality_path.relative_to(REPO)})",
+        "commit": report.get("commit"), "held_out_pictures": report["n_photos"],
+        "task": task, "figures": figures,
+        "goals": {k: {"value": g["value"], "met": g["met"]} for k, g in res["goals"].items()},
+        "p50_seconds_1mp": {(f"x{r['scale']}" if task == "sr" else task): r["p50_s"]
+                            for r in speed},
+    }
+    (dest / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    tc = facts["cfg"]
+    crop = tc.get("crop") or tc.get("resolution")
+    how = (f"random {crop} px crops of pictures scaled to a shorter side of "
+           f"{tc['scale'][0]}-{tc['scale'][1]} px" if tc.get("fit") == "crops"
+           else f"whole pictures at {tc['resolution']} px")
+    opts = tc.get("trainer_options") or {}
+    scales = ", ".join(f"x{s}" for s in cfg["scales"]) if task == "sr" else None
+    lines = [
+        f"# {dest.name}", "", f"{TASK_TEXT[task]}" + (f" ({scales})." if scales else "."),
+        "It works at the picture's own size (tiled above the memory budget).", "",
+        f"- architecture: `pix2pix` (restoration, task {task}): U-Net with {cfg['n_down']} "
+        f"stride-2 levels, {cfg['width']} channels at half resolution (at most "
+        f"{cfg['max_width']}), {cfg['n_blocks']} residual blocks at the bottom, norm "
+        f"{cfg['norm']}; conditional PatchGAN discriminator during training",
+        f"- loss: L1 x {opts.get('lambda_l1', 100)} + adversarial x "
+        f"{opts.get('lambda_adv', 1)} ({tc['loss']})"
+        + (f"; inputs degraded '{opts['degrade']}'" if task == "sr" and "degrade" in opts
+           else ""),
+        f"- trained on {how}; dataset {meta.get('dataset')}",
+        f"- checkpoint: step {step} (EMA weights), {status}; {facts['minutes']:.0f} minutes of "
+        "wall-clock training on a shared 2-core CPU (one thread, beside other runs; times "
+        "from the run's metrics.jsonl)", "",
+        "## Recipe", "", "`scripts/train_restoration.py` (data, import, train, export, measure, "
+        "this card).", "",
+        "## Measured (benchmarks/restoration.py)", "", *quality, ""]
+    if speed:
+        m = report["machine"]
+        lines += [f"Speed, decode + restore + PNG encode of a ~1 megapixel result, p50 of "
+                  f"{speed[0]['repeats']} runs on {m['cpu']} ({m['threads']} threads): "
+                  + ", ".join(f"{('x' + str(r['scale'])) if task == 'sr' else task} "
+                              f"{r['p50_s']:.2f} s" for r in speed) + ".", ""]
+    lines += ["## Limitations", "",
+              f"- Trained from scratch for {facts['minutes']:.0f} minutes on "
+              f"{'28 photographs' if 'photo' in str(meta.get('dataset')) else 'one data set'}; "
+              "textures it never saw come out smooth.",
+              "- The held-out set is small (see the benchmark's per-picture table in "
+              f"{quality_path.with_suffix('.md').relative_to(REPO)}).", ""]
+    if credits is not None and credits.is_file():
+        text = credits.read_text().strip().replace("\n## ", "\n#### ").replace("# ", "### ", 1)
+        lines += ["## Training data and credits", "", text, ""]
+    (dest / "card.md").write_text("\n".join(lines))
+    print(f"wrote {dest / 'card.md'} and metrics.json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("export", help="the run's EMA generator into the package")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--dest", type=Path, default=None, help="default: assets/models/<run name>")
+    p = sub.add_parser("card", help="metrics.json and card.md from the benchmark's JSON")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--dest", type=Path, default=None)
+    p.add_argument("--quality", type=Path, default=QUALITY / "restoration.json")
+    p.add_argument("--credits", type=Path, default=None)
+    args = ap.parse_args(argv)
+    dest = args.dest or ASSETS / args.run_dir.resolve().name
+    if args.cmd == "export":
+        export(args.run_dir, dest)
+    else:
+        card(args.run_dir, dest, args.quality.resolve(), args.credits)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
