@@ -18,6 +18,11 @@ def bundled_root(tmp_path, monkeypatch):
     save_tiny("stargan", root / "tiny-translator")
     save_tiny("stylegan", root / "tiny-sampler")
     save_native("stargan", root / "tiny-photo")
+    from tests.restoration.test_restore_cli import save_tiny as save_restorer
+
+    save_restorer("sr", root / "tiny-sr", scales=[2, 4])
+    save_restorer("inpaint", root / "tiny-inpaint")
+    save_restorer("colorize", root / "tiny-colorize")
     (root / "tiny-sampler" / "metrics.json").write_text(json.dumps({"fid": 12.5}))
     monkeypatch.setenv("POLYCHROME_BUNDLED_MODELS", "1")
     monkeypatch.setattr(bundled, "BUNDLED_ROOT", root)
@@ -27,7 +32,8 @@ def bundled_root(tmp_path, monkeypatch):
 
 def test_bundled_models_are_registered_in_place_once(bundled_root):
     names = {m["name"]: m for m in store.list_models_registered()}
-    assert set(names) == {"tiny-translator", "tiny-sampler", "tiny-photo"}
+    assert set(names) == {"tiny-translator", "tiny-sampler", "tiny-photo", "tiny-sr",
+                          "tiny-inpaint", "tiny-colorize"}
     assert names["tiny-sampler"]["bundled"] and names["tiny-sampler"]["metrics"]["fid"] == 12.5
     ref = store.resolve_model("tiny-translator")
     assert ref.path == (bundled_root / "tiny-translator").resolve()
@@ -42,19 +48,24 @@ def test_bundled_models_are_registered_in_place_once(bundled_root):
 def test_broken_bundled_model_is_skipped_not_fatal(bundled_root):
     (bundled_root / "tiny-sampler" / "model.safetensors").write_bytes(b"not safetensors")
     names = {m["name"] for m in store.list_models_registered()}
-    assert names == {"tiny-translator", "tiny-photo"}
+    assert names == {"tiny-translator", "tiny-photo", "tiny-sr", "tiny-inpaint",
+                     "tiny-colorize"}
 
 
 def test_demo_writes_the_showcase(bundled_root, tmp_path, capsys):
     out = tmp_path / "demo"
     rc = main(["demo", "-o", str(out), "--translator", "tiny-translator",
-               "--sampler", "tiny-sampler", "--photo-model", "tiny-photo", "--json"])
+               "--sampler", "tiny-sampler", "--photo-model", "tiny-photo",
+               "--sr-model", "tiny-sr", "--inpaint-model", "tiny-inpaint",
+               "--colorize-model", "tiny-colorize", "--upscaler", "tiny-sr", "--json"])
     assert rc == 0
     result = json.loads(capsys.readouterr().out)
     names = sorted(p.rsplit("/", 1)[-1] for p in result["files"])
     assert names == sorted(["README.txt", "blend.png", "interpolation.gif", "restyle.png",
                             "sampler-blend.png", "samples.png", "photo-styles.png",
-                            *[f"photo-{s}.png" for s in STYLES]])
+                            *[f"photo-{s}.png" for s in STYLES], "samples-x4.png",
+                            "restore-sr-x4.png", "restore-inpaint.png",
+                            "restore-colorize.png"])
     for f in result["files"]:
         assert (out / f.rsplit("/", 1)[-1]).stat().st_size > 0
     from polychrome.imageio import decode_image
@@ -67,7 +78,7 @@ def test_demo_writes_the_showcase(bundled_root, tmp_path, capsys):
 
 def test_demo_with_missing_default_model_is_a_one_line_error(bundled_root, tmp_path, capsys):
     rc = main(["demo", "-o", str(tmp_path / "d"), "--translator", "nope",
-               "--photo-model", "tiny-photo"])
+               "--photo-model", "tiny-photo", "--no-restore"])
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:")

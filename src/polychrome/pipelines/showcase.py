@@ -81,11 +81,63 @@ def photo_restyles(model: GANModel, photo: np.ndarray, *,
             for name in model.style_names]
 
 
+def restoration_cases(photo: np.ndarray, models: dict[str, GANModel]
+                      ) -> list[tuple[str, str, list[np.ndarray]]]:
+    """The example photo through each restoration model: (file stem, note, row of pictures).
+
+    sr: the photo made 4x smaller (as training does), enlarged by bicubic and by the model,
+    beside the photo itself; inpaint: a box and a stroke painted out and filled in;
+    colorize: its grey version given colours back.
+    """
+    from PIL import Image, ImageDraw
+
+    from ..data.degrade import downscale, quantize
+    from ..imageio import from_tensor, to_tensor
+    from .restore import grey_u8, model_scales, restore
+
+    cases = []
+    h, w = photo.shape[:2]
+    if "sr" in models:
+        s = max(model_scales(models["sr"]))
+        small = from_tensor(quantize(downscale(to_tensor(photo)[None], s))[0])
+        big = restore(models["sr"], small, scale=s).array
+        bicubic = np.asarray(Image.fromarray(small).resize((big.shape[1], big.shape[0]),
+                                                            Image.Resampling.BICUBIC))
+        cases.append((f"restore-sr-x{s}", f"the photo made {s}x smaller "
+                      f"({small.shape[1]}x{small.shape[0]}), enlarged by bicubic and by "
+                      f"{models['sr'].meta.get('name', 'the sr model')}, beside the photo",
+                      [bicubic, big, photo[:big.shape[0], :big.shape[1]]]))
+    if "inpaint" in models:
+        m = Image.new("L", (w, h), 0)
+        d = ImageDraw.Draw(m)
+        d.rectangle([w * 0.55, h * 0.15, w * 0.8, h * 0.4], fill=255)
+        d.line([(w * 0.1, h * 0.8), (w * 0.35, h * 0.6), (w * 0.5, h * 0.85)], fill=255,
+               width=max(4, h // 25))
+        holes = np.asarray(m) > 127
+        painted = photo.copy()
+        painted[holes] = (255, 255, 255)
+        filled = restore(models["inpaint"], photo, mask=holes).array
+        cases.append(("restore-inpaint", "a box and a stroke painted out (white) and filled "
+                      "in; every other pixel is kept", [painted, filled]))
+    if "colorize" in models:
+        grey = grey_u8(photo)
+        coloured = restore(models["colorize"], grey).array
+        cases.append(("restore-colorize", "the photo in grey, given colours back, beside the "
+                      "real colours", [grey, coloured, photo]))
+    return cases
+
+
 def write_showcase(out_dir: str | Path, *, translator: GANModel | None,
                    sampler: GANModel | None, photo_model: GANModel | None = None,
+                   restorers: dict[str, GANModel] | None = None, upscaler: GANModel | None = None,
                    seed: int = 0) -> dict:
-    """Write the showcase files into `out_dir`; returns {"files": [...], ...}."""
-    if translator is None and sampler is None and photo_model is None:
+    """Write the showcase files into `out_dir`; returns {"files": [...], ...}.
+
+    restorers: {"sr" | "inpaint" | "colorize": model} shown on the example photo;
+    upscaler: an sr model that also enlarges the sampler's grid of new images.
+    """
+    restorers = restorers or {}
+    if translator is None and sampler is None and photo_model is None and not restorers:
         raise PolychromeError("the showcase needs at least one model", code="bad_request")
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
@@ -103,6 +155,18 @@ def write_showcase(out_dir: str | Path, *, translator: GANModel | None,
                                                     seed=seed))))
             notes.append(f"sampler-blend.png  the same seed blended from {styles[0]} to "
                          f"{styles[1]}")
+        if upscaler is not None:
+            from .restore import model_scales, upscale
+
+            s = max(model_scales(upscaler))
+            images = generate(sampler, len(styles), seed=seed)
+            big = [upscale(upscaler, im, s).array for im in images]
+            files.append(str(_write_png(out / f"samples-x{s}.png", labelled_grid(
+                [(f"{sampler.meta.get('name', sampler.name)} x{s}", big)],
+                cell=big[0].shape[0]))))
+            notes.append(f"samples-x{s}.png  one new image per style, drawn at "
+                         f"{images[0].array.shape[0]} px and enlarged {s}x by "
+                         f"{upscaler.meta.get('name', upscaler.name)} in the same call")
 
     if translator is not None:
         pictures = example_pictures("source")
@@ -144,6 +208,18 @@ def write_showcase(out_dir: str | Path, *, translator: GANModel | None,
         notes.append(f"photo-<style>.png  {photos[0].name} ({w}x{h}) restyled at its own size "
                      f"by {photo_model.meta.get('name', photo_model.name)} into "
                      f"{', '.join(n for n, _ in outs)}; photo-styles.png side by side")
+
+    if restorers:
+        photos = example_pictures("photo")
+        if not photos:
+            raise PolychromeError("no example photo is installed (polychrome/assets/examples)",
+                                  code="missing_examples")
+        photo = decode_image(photos[0])
+        for stem, note, row in restoration_cases(photo, restorers):
+            cell = max(64, min(320, max(row[-1].shape[:2])))
+            files.append(str(_write_png(out / f"{stem}.png", labelled_grid(
+                [(stem.removeprefix("restore-"), row)], cell=cell))))
+            notes.append(f"{stem}.png  {note}")
 
     notes.append("")
     notes.append("Every PNG made by `polychrome generate/restyle/mix` carries metadata that "
