@@ -2,8 +2,8 @@
 goals, speed, and sample grids.
 
     python benchmarks/restoration.py [--sr PATH] [--inpaint PATH] [--colorize PATH]
-        [--tasks sr,inpaint,colorize] [--heldout /work/data/photos/heldout]
-        [--train /work/data/photos/train] [--mean-chroma A,B] [--seed 0] [--threads 2]
+        [--tasks sr,inpaint,colorize] (--heldout PHOTOS/heldout | --dataset NAME [--limit N])
+        [--train PHOTOS/train] [--mean-chroma A,B] [--seed 0] [--threads 2]
         [--repeats 5] [--speed-side 1024] [--no-speed] [--grid-photos NAME,NAME,NAME]
         [--crop 256]
         [--json docs/quality/restoration.json] [--md docs/quality/restoration.md]
@@ -326,6 +326,72 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+README_BEGIN = "<!-- restoration-figures: rendered from docs/quality/restoration.json -->"
+README_END = "<!-- /restoration-figures -->"
+
+
+def readme_table(report: dict[str, Any]) -> str:
+    """The README's figures table, from the benchmark's JSON (tests check README has it)."""
+    tasks, models = report["tasks"], report["models"]
+    lines = [README_BEGIN, "",
+             f"Held-out photos: {report['n_photos']}, each at its own size "
+             f"(`benchmarks/restoration.py`, commit {str(report.get('commit'))[:10]}).", "",
+             "| task | model | ours | classical baselines | goal | met |",
+             "|---|---|---|---|---|---|"]
+    if "sr" in tasks:
+        res = tasks["sr"]
+        for sc in res["scales"]:
+            blk = res["summary"][f"x{sc}"]
+            m = blk["methods"]
+            g = res["goals"].get(f"x{sc} Y-PSNR gain over bicubic") or next(
+                (v for k, v in res["goals"].items() if k.startswith(f"x{sc}")), None)
+            lines.append(
+                f"| sr x{sc} | `{models['sr']['label']}` | Y-PSNR {_f(m['ours']['psnr_y'])} dB, "
+                f"SSIM {_f(m['ours']['ssim_y'], 3)} | bicubic {_f(m['bicubic']['psnr_y'])} dB / "
+                f"{_f(m['bicubic']['ssim_y'], 3)}; Lanczos {_f(m['lanczos']['psnr_y'])} dB / "
+                f"{_f(m['lanczos']['ssim_y'], 3)} | {g['goal'] if g else ''} over bicubic | "
+                f"{_met(g)} ({blk['gain_db']:+.2f} dB) |")
+    if "inpaint" in tasks:
+        res = tasks["inpaint"]
+        s, m = res["summary"], res["summary"]["methods"]
+        g = next(iter(res["goals"].values()))
+        lines.append(
+            f"| inpaint | `{models['inpaint']['label']}` | PSNR in the holes "
+            f"{_f(m['ours']['psnr_mask'])} dB, L1 {_f(m['ours']['l1_mask'])} | harmonic fill "
+            f"{_f(m['harmonic']['psnr_mask'])} dB / {_f(m['harmonic']['l1_mask'])}; pyramid "
+            f"fill {_f(m['pyramid']['psnr_mask'])} dB / {_f(m['pyramid']['l1_mask'])} | "
+            f"{g['goal']} over harmonic | {_met(g)} ({s['gain_db']:+.2f} dB) |")
+    if "colorize" in tasks:
+        res = tasks["colorize"]
+        s, m = res["summary"], res["summary"]["methods"]
+        goals = list(res["goals"].values())
+        lines.append(
+            f"| colorize | `{models['colorize']['label']}` | a*b* error "
+            f"{_f(m['ours']['ab_error'])}, colourfulness {_f(m['ours']['colourfulness'], 1)} "
+            f"(real {_f(s['truth_colourfulness'], 1)}) | mean chroma "
+            f"{_f(m['mean chroma']['ab_error'])}; grey {_f(m['grey']['ab_error'])} | "
+            f"error below mean chroma; colourfulness within 25 % | "
+            + ", ".join(_met(g) for g in goals)
+            + f" (ratio {_f(s['colourfulness_ratio'], 2)}) |")
+    if report.get("speed"):
+        mach = report["machine"]
+        parts = [(f"sr x{r['scale']}" if r["task"] == "sr" else r["task"])
+                 + f" {r['p50_s']:.2f} s" for r in report["speed"]]
+        worst = max(r["p50_s"] for r in report["speed"])
+        lines += ["", f"Speed, decode + restore + PNG encode of a ~1 MP result, p50 of "
+                      f"{report['speed'][0]['repeats']} runs ({mach['threads']} threads, "
+                      f"{mach['cpu']}): " + ", ".join(parts)
+                  + f"; goal <= 2 s: {'met' if worst <= 2.0 else '**not met**'}."]
+    lines += ["", README_END]
+    return "\n".join(lines)
+
+
+def _met(goal: dict[str, Any] | None) -> str:
+    if goal is None:
+        return ""
+    return "yes" if goal["met"] else "**no**"
+
+
 # -- entry ------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -334,10 +400,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"the {task} model: a model directory or registered name "
                              f"(default: the bundled {DEFAULT_MODELS[task].name})")
     ap.add_argument("--tasks", default=",".join(TASKS), help="which tasks to run")
-    ap.add_argument("--heldout", type=Path, default=Path("/work/data/photos/heldout"),
-                    help="folder of photos no model trained on")
-    ap.add_argument("--train", type=Path, default=Path("/work/data/photos/train"),
-                    help="the training photos (searched recursively): mean chroma")
+    ap.add_argument("--heldout", type=Path, default=None,
+                    help="folder of photos no model trained on (scripts/data/photos.py "
+                         "writes PHOTOS/heldout)")
+    ap.add_argument("--dataset", default=None,
+                    help="instead of --heldout: the held-out split of an imported data set "
+                         "(NAME or NAME:VERSION)")
+    ap.add_argument("--limit", type=int, default=0,
+                    help="with --dataset: every k-th held-out picture, at most this many")
+    ap.add_argument("--train", type=Path, default=None,
+                    help="the training photos (searched recursively): mean chroma for colorize "
+                         "(scripts/data/photos.py writes PHOTOS/train)")
     ap.add_argument("--mean-chroma", default=None, metavar="A,B",
                     help="the mean-chroma baseline's a*,b* instead of computing it from --train")
     ap.add_argument("--seed", type=int, default=0, help="mask seed (inpaint)")
@@ -386,8 +459,22 @@ def _main(args: argparse.Namespace) -> int:
     if args.repeats < 1 or args.crop < 16 or args.speed_side < 16 or args.speed_side % 4:
         raise ConfigError("--repeats must be >= 1, --crop >= 16 and --speed-side a multiple "
                           "of 4, >= 16")
+    if (args.heldout is None) == (args.dataset is None):
+        raise ConfigError("give the held-out pictures: --heldout DIR or --dataset NAME")
+    if "colorize" in tasks and not args.mean_chroma and args.train is None:
+        raise ConfigError("colorize's mean-chroma baseline needs --train DIR (or --mean-chroma "
+                          "A,B)")
     models = {t: _load(t, getattr(args, t)) for t in tasks}
-    photos = R.folder_pictures(args.heldout)
+    if args.dataset is not None:
+        from polychrome.data.cache import resolve_dataset_dir
+
+        photos = R.dataset_pictures(resolve_dataset_dir(args.dataset), "heldout")
+        if args.limit and len(photos) > args.limit:
+            step = len(photos) / args.limit
+            photos = [photos[int(i * step)] for i in range(args.limit)]
+        args.heldout = f"{args.dataset} (held-out split, {len(photos)} pictures)"
+    else:
+        photos = R.folder_pictures(args.heldout)
     names = [n for n, _ in photos]
     wanted = [n for n in args.grid_photos.split(",") if n in names] or names[:3]
     report: dict[str, Any] = {**run_facts(), "heldout": str(args.heldout),

@@ -25,7 +25,7 @@ Steps, each a plain command:
   5. measure them on the held-out photos (quality against the classical baselines, speed):
        python benchmarks/restoration.py --heldout PHOTOS/heldout --train PHOTOS/train
        python benchmarks/restoration.py --tasks sr --sr src/polychrome/assets/models/emoji-sr \\
-           --heldout EMOJI_HELDOUT --no-speed --json docs/quality/emoji_sr.json \\
+           --dataset emoji128 --limit 200 --no-speed --json docs/quality/emoji_sr.json \\
            --md docs/quality/emoji_sr.md --grid-dir docs/restoration/emoji
   6. write metrics.json and card.md from those JSON outputs and the runs:
        python scripts/train_restoration.py card RUNS/photo-sr --credits PHOTOS/CREDITS.md
