@@ -44,8 +44,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 ASSETS = REPO / "src" / "polychrome" / "assets" / "models"
 QUALITY = REPO / "docs" / "quality"
+EMOJI_CREDITS = (
+    "# Credits\n\nTraining data: the emoji styles set built by `emoji_styles.py` from npm "
+    "packages, rendered at 128 px: Google Noto Emoji (Apache-2.0), Twemoji (CC-BY-4.0), "
+    "OpenMoji colour and line (CC-BY-SA-4.0), Microsoft Fluent UI Emoji flat (MIT). The "
+    "drawings belong to their authors; these weights were trained from scratch by "
+    "Polychrome.")
 TASK_TEXT = {
-    "sr": "Makes a picture 2 or 4 times larger and sharper (super-resolution)",
+    "sr": "Makes a picture larger and sharper (super-resolution)",
     "inpaint": "Fills in the parts of a picture a mask marks (inpainting); every pixel "
                "outside the mask is kept exactly",
     "colorize": "Gives a black-and-white picture colours (colorization); the picture's "
@@ -73,6 +79,12 @@ def _train_facts(run_dir: Path) -> dict:
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     return {"steps": logged["steps_logged"], "planned_steps": int(cfg["steps"]),
             "minutes": logged["train_seconds"] / 60, "cfg": cfg}
+
+
+def _norm_text(cfg: dict) -> str:
+    norm = cfg["norm"] if cfg["norm"] != "auto" else ("none" if cfg["task"] == "sr"
+                                                      else "instance")
+    return "no normalisation" if norm == "none" else "instance norm"
 
 
 def _f(v: float | None, digits: int = 2) -> str:
@@ -160,12 +172,12 @@ def card(run_dir: Path, dest: Path, quality_path: Path, credits: Path | None) ->
     opts = tc.get("trainer_options") or {}
     scales = ", ".join(f"x{s}" for s in cfg["scales"]) if task == "sr" else None
     lines = [
-        f"# {dest.name}", "", f"{TASK_TEXT[task]}" + (f" ({scales})." if scales else "."),
+        f"# {dest.name}", "", f"{TASK_TEXT[task]}" + (f": {scales}." if scales else "."),
         "It works at the picture's own size (tiled above the memory budget).", "",
         f"- architecture: `pix2pix` (restoration, task {task}): U-Net with {cfg['n_down']} "
         f"stride-2 levels, {cfg['width']} channels at half resolution (at most "
-        f"{cfg['max_width']}), {cfg['n_blocks']} residual blocks at the bottom, norm "
-        f"{cfg['norm']}; conditional PatchGAN discriminator during training",
+        f"{cfg['max_width']}), {cfg['n_blocks']} residual blocks at the bottom, "
+        f"{_norm_text(cfg)}; conditional PatchGAN discriminator during training",
         f"- loss: L1 x {opts.get('lambda_l1', 100)} + adversarial x "
         f"{opts.get('lambda_adv', 1)} ({tc['loss']})"
         + (f"; inputs degraded '{opts['degrade']}'" if task == "sr" and "degrade" in opts
@@ -187,10 +199,18 @@ def card(run_dir: Path, dest: Path, quality_path: Path, credits: Path | None) ->
               f"- Trained from scratch for {facts['minutes']:.0f} minutes on "
               f"{'28 photographs' if 'photo' in str(meta.get('dataset')) else 'one data set'}; "
               "textures it never saw come out smooth.",
-              "- The held-out set is small (see the benchmark's per-picture table in "
+              *(["- Held-out pictures are the data set's held-out split (whole emoji of the "
+                 "same five styles), so the figures say how it enlarges emoji, not photos."]
+                if "emoji" in str(meta.get("dataset")) else []),
+              f"- {report['n_photos']} held-out pictures (per-picture figures in "
               f"{quality_path.with_suffix('.md').relative_to(REPO)}).", ""]
+    text = None
     if credits is not None and credits.is_file():
-        text = credits.read_text().strip().replace("\n## ", "\n#### ").replace("# ", "### ", 1)
+        text = credits.read_text().strip()
+    elif "emoji" in str(meta.get("dataset")):
+        text = EMOJI_CREDITS
+    if text:
+        text = text.replace("\n## ", "\n#### ").replace("# ", "### ", 1)
         lines += ["## Training data and credits", "", text, ""]
     (dest / "card.md").write_text("\n".join(lines))
     print(f"wrote {dest / 'card.md'} and metrics.json")
