@@ -179,3 +179,20 @@ def test_resblock_shapes_and_conditioning(resample, norm, first, size):
 def test_make_norm_rejects_unknown():
     with pytest.raises(ValueError):
         make_norm2d("weird", 4)
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 1, 1), (2, 5, 4, 7), (1, 8, 9, 6)])
+def test_upsample_conv3x3_is_conv_of_the_nearest_upsampled_picture(shape):
+    import torch.nn.functional as F
+
+    from polychrome.models.layers import upsample_conv3x3
+
+    torch.manual_seed(0)
+    x = torch.randn(*shape)
+    conv = torch.nn.Conv2d(shape[1], 4, 3, 1, 1)
+    want = conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+    got = upsample_conv3x3(x, conv.weight, conv.bias)
+    assert got.shape == want.shape
+    assert torch.allclose(got, want, atol=1e-5)
+    got.sum().backward()  # differentiable: the training path uses it too
+    assert conv.weight.grad is not None and torch.isfinite(conv.weight.grad).all()

@@ -463,3 +463,32 @@ class ProjectionHead(nn.Module):
             e = embed_labels(self.embed, y)
             out = out + (e * h).sum(dim=1) * self.proj_gain
         return out
+
+
+def upsample_conv3x3(x: torch.Tensor, weight: torch.Tensor,
+                     bias: torch.Tensor | None = None) -> torch.Tensor:
+    """conv3x3(nearest_upsample_2x(x)) (zero padding 1) without making the large picture.
+
+    x: (B, Cin, h, w); weight: (Cout, Cin, 3, 3) -> (B, Cout, 2h, 2w). Each of the four
+    output phases (row parity a, column parity b) of a 3x3 conv over a nearest-upsampled
+    picture is a 2x2 conv over the small one (a = 0 reads rows i-1, i with kernel rows
+    [w0, w1 + w2]; a = 1 reads rows i, i+1 with [w0 + w1, w2]; columns alike), so one 2x2
+    conv with 4 Cout outputs over the zero-padded small picture gives all of them: 4
+    instead of 9 multiply-adds per output pixel, and no upsampled copy in memory.
+    """
+    w = weight
+    rows = (torch.stack([w[:, :, 0], w[:, :, 1] + w[:, :, 2]], 2),  # a = 0: (Co, Ci, 2, 3)
+            torch.stack([w[:, :, 0] + w[:, :, 1], w[:, :, 2]], 2))  # a = 1
+    kernels = []
+    for r in rows:
+        kernels.append(torch.stack([r[..., 0], r[..., 1] + r[..., 2]], 3))  # b = 0
+        kernels.append(torch.stack([r[..., 0] + r[..., 1], r[..., 2]], 3))  # b = 1
+    k = torch.cat(kernels, 0)  # (4 Co, Ci, 2, 2), phases (0,0), (0,1), (1,0), (1,1)
+    b4 = bias.repeat(4) if bias is not None else None
+    out = F.conv2d(F.pad(x, (1, 1, 1, 1)), k.to(x.dtype), b4 if b4 is None else b4.to(x.dtype))
+    n, _, h, wd = x.shape
+    co = weight.shape[0]
+    out = out.view(n, 4, co, h + 1, wd + 1)
+    phases = [out[:, 2 * a + b, :, a:a + h, b:b + wd] for a in (0, 1) for b in (0, 1)]
+    y = torch.stack(phases, 0).view(2, 2, n, co, h, wd)  # (a, b, N, Co, h, w)
+    return y.permute(2, 3, 4, 0, 5, 1).reshape(n, co, 2 * h, 2 * wd)

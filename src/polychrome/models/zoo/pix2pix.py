@@ -21,8 +21,9 @@ builds x_in from what a user has (a small picture, a picture and a mask, a grey 
 
 U-Net (the paper's encoder-decoder with skips, sized for a CPU): 4x4 stride-2 convs down
 (channels width * 2^i, capped at max_width), `n_blocks` residual blocks at the bottom,
-nearest upsampling + 3x3 conv up with the encoder's features concatenated, and a full-
-resolution tail that sees the input itself. Norm: instance norm (the paper's batch norm at
+nearest upsampling + 3x3 conv up with the encoder's features concatenated (computed as
+one 2x2 conv per output phase: `layers.upsample_conv3x3`), and a full-resolution tail
+that sees the input itself. Norm: instance norm (the paper's batch norm at
 batch size 1) for inpaint and colorize, none for sr (EDSR found it hurts super-resolution).
 The discriminator is the conditional PatchGAN: it sees the condition (the input, enlarged
 to the output size for sr) beside the real or restored picture.
@@ -41,7 +42,7 @@ from torch import nn
 from ...colour import chroma_to_rgb, luma
 from ...errors import ModelError
 from ..base import GANModel, ModelConfig
-from ..layers import InstanceNorm2d
+from ..layers import InstanceNorm2d, upsample_conv3x3
 from ..registry import register_model
 from .cyclegan import PatchDiscriminator, init_weights
 
@@ -186,14 +187,20 @@ class UNetGenerator(nn.Module):
             h = layer(h)
             feats.append(h)
         h = self.middle(h)
+        # Every "nearest 2x upsample, then 3x3 conv" runs as upsample_conv3x3: the same
+        # function (to float rounding) at 4 instead of 9 multiply-adds per output pixel.
         for k, layer in enumerate(self.up):  # deepest first
             if k > 0:
                 h = torch.cat([h, feats[-1 - k]], dim=1)
-            h = layer(F.interpolate(h, scale_factor=2.0, mode="nearest"))
+            conv = layer[0]
+            h = layer[1:](upsample_conv3x3(h, conv.weight, conv.bias))
         if len(self.down) > 1:
             h = torch.cat([h, feats[0]], dim=1)
-        h = F.interpolate(h, scale_factor=2.0, mode="nearest")
-        h = self.tail(torch.cat([h, x], dim=1))
+        # The tail's conv sees [upsampled features, the input]: split by input channels.
+        conv, c = self.tail[0], h.shape[1]
+        h = (upsample_conv3x3(h, conv.weight[:, :c], conv.bias)
+             + F.conv2d(x, conv.weight[:, c:].to(x.dtype), padding=1))
+        h = self.tail[1:](h)
         out = self.heads[str(s)](h)
         return self._finish(out, x, s)
 
