@@ -366,7 +366,7 @@ def readme_table(report: dict[str, Any]) -> str:
         s, m = res["summary"], res["summary"]["methods"]
         goals = list(res["goals"].values())
         lines.append(
-            f"| colorize | `{models['colorize']['label']}` | a*b* error "
+            f"| colorize | `{models['colorize']['label']}` | Lab ab error "
             f"{_f(m['ours']['ab_error'])}, colourfulness {_f(m['ours']['colourfulness'], 1)} "
             f"(real {_f(s['truth_colourfulness'], 1)}) | mean chroma "
             f"{_f(m['mean chroma']['ab_error'])}; grey {_f(m['grey']['ab_error'])} | "
@@ -384,6 +384,14 @@ def readme_table(report: dict[str, Any]) -> str:
                   + f"; goal <= 2 s: {'met' if worst <= 2.0 else '**not met**'}."]
     lines += ["", README_END]
     return "\n".join(lines)
+
+
+def update_readme(text: str, report: dict[str, Any]) -> str:
+    """README text with its restoration figures block replaced by `readme_table(report)`."""
+    start, end = text.find(README_BEGIN), text.find(README_END)
+    if start < 0 or end < start:
+        raise ConfigError("README has no restoration figures block (its markers are missing)")
+    return text[:start] + readme_table(report) + text[end + len(README_END):]
 
 
 def _met(goal: dict[str, Any] | None) -> str:
@@ -425,6 +433,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--json", type=Path, default=OUT_DIR / "restoration.json")
     ap.add_argument("--md", type=Path, default=OUT_DIR / "restoration.md")
     ap.add_argument("--grid-dir", type=Path, default=REPO / "docs" / "restoration")
+    ap.add_argument("--readme", type=Path, default=None,
+                    help="also re-render this README's restoration figures block from the "
+                         "new JSON (README.md when the bundled models were measured)")
     return ap.parse_args(argv)
 
 
@@ -534,6 +545,8 @@ def _main(args: argparse.Namespace) -> int:
     text = markdown(report)
     atomic_write_json(args.json, report)
     atomic_write_text(args.md, text)
+    if args.readme is not None:
+        atomic_write_text(args.readme, update_readme(args.readme.read_text(), report))
     print(text)
     written = [args.json, args.md, *written]
     print(f"written: {', '.join(str(p) for p in written)}", file=sys.stderr)

@@ -118,3 +118,27 @@ def test_user_mistakes_are_one_line(setup, tmp_path, capsys):
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
     assert len(err) == 4
     assert "train the bundled sr model first" in err[0] and "model for inpaint" in err[1]
+
+
+def test_readme_figures_are_the_committed_json_rendered():
+    """README's restoration table is benchmarks/restoration.py's JSON rendered, not typed."""
+    repo = BENCH.parent
+    report = json.loads((repo / "docs" / "quality" / "restoration.json").read_text())
+    table = restoration.readme_table(report)
+    readme = (repo / "README.md").read_text()
+    assert table in readme, "README's restoration table differs from docs/quality/" \
+                            "restoration.json: re-render it with readme_table()"
+
+
+def test_readme_table_renders_every_task(setup):
+    out = setup["out"] / "readme"
+    argv = ["--sr", str(setup["sr"]), "--inpaint", str(setup["inpaint"]),
+            "--colorize", str(setup["colorize"]), "--heldout", str(setup["heldout"]),
+            "--train", str(setup["train"]), "--threads", "1", "--repeats", "1",
+            "--speed-side", "64", "--crop", "32", "--json", str(out / "r.json"),
+            "--md", str(out / "r.md"), "--grid-dir", str(out / "grids")]
+    assert restoration.main(argv) == 0
+    text = restoration.readme_table(json.loads((out / "r.json").read_text()))
+    assert text.startswith(restoration.README_BEGIN) and text.endswith(restoration.README_END)
+    for row in ("| sr x2 |", "| sr x4 |", "| inpaint |", "| colorize |", "goal <= 2 s"):
+        assert row in text
