@@ -33,6 +33,13 @@ def example_pictures(kind: str = "source") -> list[Path]:
     return sorted(EXAMPLES_DIR.glob(f"{kind}-*.png"))
 
 
+def _name(model: GANModel) -> str:
+    """The model's registered name (or its directory), as the notes should say it."""
+    from ..sampling import model_identity
+
+    return model_identity(model)[0]
+
+
 def _write_png(path: Path, arr: np.ndarray) -> Path:
     atomic_write_bytes(path, encode_png(arr))
     return path
@@ -105,7 +112,7 @@ def restoration_cases(photo: np.ndarray, models: dict[str, GANModel]
                                                             Image.Resampling.BICUBIC))
         cases.append((f"restore-sr-x{s}", f"the photo made {s}x smaller "
                       f"({small.shape[1]}x{small.shape[0]}), enlarged by bicubic and by "
-                      f"{models['sr'].meta.get('name', 'the sr model')}, beside the photo",
+                      f"{_name(models['sr'])}, beside the photo",
                       [bicubic, big, photo[:big.shape[0], :big.shape[1]]]))
     if "inpaint" in models:
         m = Image.new("L", (w, h), 0)
@@ -146,7 +153,7 @@ def write_showcase(out_dir: str | Path, *, translator: GANModel | None,
 
     if sampler is not None:
         files.append(str(_write_png(out / "samples.png", samples_grid(sampler, seed=seed))))
-        notes.append(f"samples.png      new images from {sampler.meta.get('name', sampler.name)}"
+        notes.append(f"samples.png      new images from {_name(sampler)}"
                      f" — one row per style (seeds {seed}..{seed + 7})")
         styles = sampler.style_names
         if len(styles) >= 2:
@@ -162,11 +169,11 @@ def write_showcase(out_dir: str | Path, *, translator: GANModel | None,
             images = generate(sampler, len(styles), seed=seed)
             big = [upscale(upscaler, im, s).array for im in images]
             files.append(str(_write_png(out / f"samples-x{s}.png", labelled_grid(
-                [(f"{sampler.meta.get('name', sampler.name)} x{s}", big)],
+                [(f"{_name(sampler)} x{s}", big)],
                 cell=big[0].shape[0]))))
             notes.append(f"samples-x{s}.png  one new image per style, drawn at "
                          f"{images[0].array.shape[0]} px and enlarged {s}x by "
-                         f"{upscaler.meta.get('name', upscaler.name)} in the same call")
+                         f"{_name(upscaler)} in the same call")
 
     if translator is not None:
         pictures = example_pictures("source")
@@ -206,7 +213,7 @@ def write_showcase(out_dir: str | Path, *, translator: GANModel | None,
         files.append(str(_write_png(out / "photo-styles.png", labelled_grid(
             [("photo", [photo] + [a for _, a in outs])], cell=cell))))
         notes.append(f"photo-<style>.png  {photos[0].name} ({w}x{h}) restyled at its own size "
-                     f"by {photo_model.meta.get('name', photo_model.name)} into "
+                     f"by {_name(photo_model)} into "
                      f"{', '.join(n for n, _ in outs)}; photo-styles.png side by side")
 
     if restorers:
