@@ -196,3 +196,15 @@ def test_upsample_conv3x3_is_conv_of_the_nearest_upsampled_picture(shape):
     assert torch.allclose(got, want, atol=1e-5)
     got.sum().backward()  # differentiable: the training path uses it too
     assert conv.weight.grad is not None and torch.isfinite(conv.weight.grad).all()
+
+
+def test_upsample_conv3x3_accepts_channels_last():
+    import torch.nn.functional as F
+
+    from polychrome.models.layers import upsample_conv3x3
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 5, 7).contiguous(memory_format=torch.channels_last)
+    conv = torch.nn.Conv2d(6, 3, 3, 1, 1).to(memory_format=torch.channels_last)
+    want = conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+    assert torch.allclose(upsample_conv3x3(x, conv.weight, conv.bias), want, atol=1e-5)

@@ -488,7 +488,7 @@ def upsample_conv3x3(x: torch.Tensor, weight: torch.Tensor,
     out = F.conv2d(F.pad(x, (1, 1, 1, 1)), k.to(x.dtype), b4 if b4 is None else b4.to(x.dtype))
     n, _, h, wd = x.shape
     co = weight.shape[0]
-    out = out.view(n, 4, co, h + 1, wd + 1)
+    out = out.reshape(n, 4, co, h + 1, wd + 1)  # reshape: the conv may answer channels_last
     phases = [out[:, 2 * a + b, :, a:a + h, b:b + wd] for a in (0, 1) for b in (0, 1)]
-    y = torch.stack(phases, 0).view(2, 2, n, co, h, wd)  # (a, b, N, Co, h, w)
+    y = torch.stack(phases, 0).reshape(2, 2, n, co, h, wd)  # (a, b, N, Co, h, w)
     return y.permute(2, 3, 4, 0, 5, 1).reshape(n, co, 2 * h, 2 * wd)
