@@ -348,6 +348,34 @@ def list_models_registered() -> list[dict]:
     return list(out.values())
 
 
+def restoration_models() -> list[dict]:
+    """Every registered restoration model (its latest version), in the order the names were
+    first registered: [{"name", "version", "task", "scales", "styles"}]. Reads config.json
+    only (no weights), so listings and the cascade's default upscaler stay cheap."""
+    ensure_bundled_models()
+    with session_scope() as s:
+        rows = list(s.scalars(select(ModelVersion)
+                              .where(ModelVersion.family == "restoration")
+                              .order_by(ModelVersion.created, ModelVersion.id)))
+    latest: dict[str, ModelVersion] = {}  # insertion order = first registration
+    for r in rows:
+        if r.name not in latest or r.version > latest[r.name].version:
+            latest[r.name] = r
+    out = []
+    for r in latest.values():
+        try:
+            spec = _read_config(_abs_path(r))
+            cfg = spec["config"]
+            task = str(cfg["task"])
+            scales = [int(v) for v in cfg.get("scales") or []] if task == "sr" else [1]
+            styles = [str(v) for v in (spec.get("meta") or {}).get("styles") or []]
+        except (ModelError, KeyError, TypeError, ValueError):
+            continue  # an unreadable directory is not offered (loading it would fail)
+        out.append({"name": r.name, "version": r.version, "task": task, "scales": scales,
+                    "styles": styles})
+    return out
+
+
 def _card_text(row: ModelVersion) -> str:
     path = _abs_path(row)
     card = path / CARD_NAME

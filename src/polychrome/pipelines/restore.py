@@ -256,47 +256,6 @@ def upscale(model: GANModel | str, image: GeneratedImage, scale: Any,
     return GeneratedImage(array=out, metadata=meta)
 
 
-def restoration_models() -> list[dict[str, Any]]:
-    """Every registered restoration model (its latest version), in the order the names were
-    first registered: [{"name", "version", "task", "scales"}]. Reads config.json only (no
-    weights), so listings and the cascade's default choice stay cheap."""
-    import json
-
-    from sqlalchemy import select
-
-    from ..db import ModelVersion, session_scope
-    from ..models.store import ensure_bundled_models
-
-    ensure_bundled_models()
-    with session_scope() as s:
-        rows = list(s.scalars(select(ModelVersion)
-                              .where(ModelVersion.family == "restoration")
-                              .order_by(ModelVersion.created, ModelVersion.id)))
-        found = [(r.name, r.version, r.path) for r in rows]
-    latest: dict[str, tuple[int, str]] = {}  # insertion order = first registration
-    for name, version, path in found:
-        if name not in latest or version > latest[name][0]:
-            latest[name] = (version, path)
-    home = get_settings().home
-    out = []
-    for name, (version, path) in latest.items():
-        p = Path(path)
-        try:
-            cfg = json.loads(((p if p.is_absolute() else home / p) / "config.json")
-                             .read_text())["config"]
-            spec = json.loads(((p if p.is_absolute() else home / p) / "config.json")
-                              .read_text())
-            cfg = spec["config"]
-            task = str(cfg["task"])
-            scales = [int(v) for v in cfg.get("scales") or []] if task == "sr" else [1]
-            styles = [str(v) for v in (spec.get("meta") or {}).get("styles") or []]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # an unreadable directory is not offered (loading it would fail)
-        out.append({"name": name, "version": version, "task": task, "scales": scales,
-                    "styles": styles})
-    return out
-
-
 def default_upscaler(scale: Any, styles: list[str] | None = None) -> str:
     """The sr model the cascade uses when none is named (as name:version).
 
@@ -310,6 +269,8 @@ def default_upscaler(scale: Any, styles: list[str] | None = None) -> str:
     except (TypeError, ValueError):
         raise PolychromeError(f"upscale must be an integer factor, got {scale!r}",
                               code="bad_scale") from None
+    from ..models.store import restoration_models
+
     fits = [m for m in restoration_models() if m["task"] == "sr" and s in m["scales"]]
     if fits:
         wanted = set(styles or [])

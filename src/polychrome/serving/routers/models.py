@@ -23,8 +23,7 @@ GRID_PAD = 2  # white pixels between tiles
 def list_models() -> dict[str, Any]:
     """Every registered model (latest version). Restoration models also give `task` (sr |
     inpaint | colorize) and `scales` (the sr factors; [1] otherwise); others: null, []."""
-    from ...models.store import list_models_registered
-    from ...pipelines.restore import restoration_models
+    from ...models.store import list_models_registered, restoration_models
 
     items = list_models_registered()
     restoration = {m["name"]: m for m in restoration_models()} \
