@@ -79,26 +79,33 @@ def check_scale(model: GANModel, scale: Any) -> int:
     return s
 
 
-def _decode(image: Any, what: str) -> tuple[np.ndarray, str]:
-    """A path, encoded bytes or an (H, W, 3) uint8 array -> (array, label)."""
+def _decode(image: Any, what: str, *, code: str = "bad_image",
+            background: tuple[int, int, int] = (255, 255, 255)) -> tuple[np.ndarray, str]:
+    """A path, encoded bytes or an (H, W, 3) uint8 array -> (array, label).
+
+    Files go through the one safe decoder (alpha composited on `background`: a mask's
+    transparent pixels are black, keep); errors name the file, and a wrong kind of input
+    is a `code` error.
+    """
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
             raise PolychromeError(f"expected an (H, W, 3) uint8 {what}, got {image.dtype} "
-                                  f"{image.shape}", code="bad_image")
+                                  f"{image.shape}", code=code)
         return image, what
     if isinstance(image, str | os.PathLike):
         if Path(image).is_dir():
-            raise PolychromeError(f"{image} is a directory, not an image", code="bad_image")
+            kind = "an image" if what == "picture" else f"a {what} image"
+            raise PolychromeError(f"{image} is a directory, not {kind}", code=code)
         label = Path(image).name
     elif isinstance(image, bytes | bytearray | memoryview):
         image, label = bytes(image), what
     else:
-        raise PolychromeError(f"cannot read a {what} from a {type(image).__name__}",
-                              code="bad_image")
+        raise PolychromeError(f"cannot read a {what} from a {type(image).__name__}", code=code)
     try:
-        return decode_image(image), label
-    except ImageRejected as e:
-        raise ImageRejected(f"{label}: {e}", code=e.code) from None
+        return decode_image(image, background=background), label
+    except ImageRejected as e:  # "photo.jpg: ..." / "mask m.png: ..."
+        named = label if what == "picture" else f"{what} {label}"
+        raise ImageRejected(f"{named}: {e}", code=e.code) from None
 
 
 def decode_mask(mask: Any, height: int, width: int) -> np.ndarray:
@@ -112,10 +119,7 @@ def decode_mask(mask: Any, height: int, width: int) -> np.ndarray:
         arr = mask.astype(np.float32)
         holes = arr > (127 if mask.dtype == np.uint8 else 0.5)
     else:
-        if isinstance(mask, np.ndarray):
-            rgb = mask
-        else:
-            rgb, _ = _decode_mask_image(mask)
+        rgb, _ = _decode(mask, "mask", code="bad_mask", background=(0, 0, 0))
         holes = _luma_u8(rgb) > 127
     if holes.shape != (height, width):
         raise PolychromeError(f"the mask is {holes.shape[1]}x{holes.shape[0]} but the picture "
@@ -129,22 +133,6 @@ def decode_mask(mask: Any, height: int, width: int) -> np.ndarray:
         raise PolychromeError("the mask covers the whole picture: nothing is left to fill "
                               "in from", code="bad_mask")
     return holes
-
-
-def _decode_mask_image(mask: Any) -> tuple[np.ndarray, str]:
-    if isinstance(mask, str | os.PathLike):
-        if Path(mask).is_dir():
-            raise PolychromeError(f"{mask} is a directory, not a mask image", code="bad_mask")
-        label = Path(mask).name
-    elif isinstance(mask, bytes | bytearray | memoryview):
-        mask, label = bytes(mask), "mask"
-    else:
-        raise PolychromeError(f"cannot read a mask from a {type(mask).__name__}",
-                              code="bad_mask")
-    try:
-        return decode_image(mask, background=(0, 0, 0)), label  # transparent = keep
-    except ImageRejected as e:
-        raise ImageRejected(f"mask {label}: {e}", code=e.code) from None
 
 
 def _luma_u8(rgb: np.ndarray) -> np.ndarray:
