@@ -25,6 +25,24 @@ from ..layers import InstanceNorm2d
 from ..registry import register_model
 
 
+def patch_layers(resolution: int, d_layers: int) -> int:
+    """Stride-2 layers of a PatchGAN at `resolution`: `d_layers`, or 0 = derive.
+
+    3 stride-2 layers give the paper's 70x70 receptive field; fewer on tiny images so the
+    two following stride-1 4x4 convs still leave a 2x2 patch map.
+    """
+    if d_layers:
+        return d_layers
+    return max(1, min(3, int(math.log2(resolution)) - 2))
+
+
+def check_patches(model: str, resolution: int, d_layers: int) -> None:
+    """Refuse a d_layers that leaves the PatchGAN no patches at `resolution`."""
+    if (resolution >> patch_layers(resolution, d_layers)) < 3:
+        raise ModelError(f"{model}: d_layers={d_layers} leaves no patches at resolution "
+                         f"{resolution}", code="bad_config")
+
+
 @dataclasses.dataclass
 class CycleGANConfig(ModelConfig):
     resolution: int = 32
@@ -37,11 +55,7 @@ class CycleGANConfig(ModelConfig):
 
     @property
     def patch_layers(self) -> int:
-        if self.d_layers:
-            return self.d_layers
-        # 3 stride-2 layers give the 70x70 receptive field; fewer on tiny images so the
-        # two following stride-1 4x4 convs still leave a 2x2 patch map.
-        return max(1, min(3, int(math.log2(self.resolution)) - 2))
+        return patch_layers(self.resolution, self.d_layers)
 
     def validate(self) -> None:
         super().validate()
@@ -56,9 +70,7 @@ class CycleGANConfig(ModelConfig):
         if self.resolution >> self.n_down < 2:
             raise ModelError(f"cyclegan: n_down={self.n_down} is too deep for resolution "
                              f"{self.resolution}", code="bad_config")
-        if (self.resolution >> self.patch_layers) < 3:
-            raise ModelError(f"cyclegan: d_layers={self.d_layers} leaves no patches at "
-                             f"resolution {self.resolution}", code="bad_config")
+        check_patches("cyclegan", self.resolution, self.d_layers)
 
 
 class _ResidualBlock(nn.Module):

@@ -32,7 +32,6 @@ to the output size for sr) beside the real or restored picture.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, ClassVar
 
 import torch
@@ -44,7 +43,7 @@ from ...errors import ModelError
 from ..base import GANModel, ModelConfig
 from ..layers import InstanceNorm2d, upsample_conv3x3
 from ..registry import register_model
-from .cyclegan import PatchDiscriminator, init_weights
+from .cyclegan import PatchDiscriminator, check_patches, init_weights, patch_layers
 
 TASKS = ("sr", "inpaint", "colorize")
 TASK_NAMES = {"sr": "super-resolution", "inpaint": "inpainting", "colorize": "colorization"}
@@ -82,9 +81,7 @@ class Pix2PixConfig(ModelConfig):
 
     @property
     def patch_layers(self) -> int:
-        if self.d_layers:
-            return self.d_layers
-        return max(1, min(3, int(math.log2(self.resolution)) - 2))
+        return patch_layers(self.resolution, self.d_layers)
 
     def validate(self) -> None:
         super().validate()
@@ -121,9 +118,7 @@ class Pix2PixConfig(ModelConfig):
         if self.input_resolution >> self.n_down < 2:
             raise ModelError(f"pix2pix: n_down={self.n_down} is too deep for a "
                              f"{self.input_resolution} px input crop", code="bad_config")
-        if (self.resolution >> self.patch_layers) < 3:
-            raise ModelError(f"pix2pix: d_layers={self.d_layers} leaves no patches at "
-                             f"resolution {self.resolution}", code="bad_config")
+        check_patches("pix2pix", self.resolution, self.d_layers)
 
     def task_scales(self) -> list[int]:
         return list(self.scales) if self.task == "sr" else [1]
