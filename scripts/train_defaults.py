@@ -61,6 +61,37 @@ def _run_facts(run_dir: Path) -> dict:
     return {"steps_logged": last_step, "train_seconds": round(total + seg_max, 1)}
 
 
+def train_facts(run_dir: Path) -> dict:
+    """What a card says of a run: steps reached, planned steps, wall-clock minutes (from
+    metrics.jsonl, see `_run_facts`) and the resolved run config (`cfg`)."""
+    import yaml
+
+    logged = _run_facts(run_dir)
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    return {"steps": logged["steps_logged"], "planned_steps": int(cfg["steps"]),
+            "minutes": logged["train_seconds"] / 60, "cfg": cfg}
+
+
+def schedule_status(step: int, planned: int) -> str:
+    """'its full schedule', or where the exported checkpoint stopped."""
+    return ("its full schedule" if step >= planned else
+            f"stopped at step {step} of a {planned}-step schedule")
+
+
+def export_run(run_dir: Path, dest: Path) -> None:
+    """The run's EMA networks (latest checkpoint) into a package folder: config.json and
+    model.safetensors (the card and metrics.json are written beside them afterwards)."""
+    from polychrome.training.export import export_model
+
+    with tempfile.TemporaryDirectory() as t:
+        model_dir = export_model(run_dir, Path(t) / "model", which="latest")
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in ("config.json", "model.safetensors"):
+            shutil.copy2(model_dir / f, dest / f)
+    size = sum(p.stat().st_size for p in dest.iterdir()) / 1e6
+    print(f"exported {run_dir} to {dest} ({size:.1f} MB)")
+
+
 def _baseline(model_dir: Path, tmp: Path) -> Path:
     """The same architecture at initialisation (step 0), for a before/after comparison."""
     import torch

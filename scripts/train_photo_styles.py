@@ -26,38 +26,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
+
+from train_defaults import export_run, schedule_status, train_facts  # this folder (scripts)
 
 REPO = Path(__file__).resolve().parent.parent
 DEST = REPO / "src" / "polychrome" / "assets" / "models" / "photo-styles"
 QUALITY = REPO / "docs" / "quality"
 
 
-def export(run_dir: Path, dest: Path) -> None:
-    from polychrome.training.export import export_model
-
-    with tempfile.TemporaryDirectory() as t:
-        model_dir = export_model(run_dir, Path(t) / "model", which="latest")
-        dest.mkdir(parents=True, exist_ok=True)
-        for f in ("config.json", "model.safetensors"):
-            shutil.copy2(model_dir / f, dest / f)
-    size = sum(p.stat().st_size for p in dest.iterdir()) / 1e6
-    print(f"exported {run_dir} to {dest} ({size:.1f} MB)")
-
-
 def _train_facts(run_dir: Path) -> dict:
-    """Steps and training time (train_defaults' reading of metrics.jsonl) and the recipe."""
-    import yaml
-    from train_defaults import _run_facts  # this folder: run as a script
-
-    logged = _run_facts(run_dir)
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-    return {"steps": logged["steps_logged"], "planned_steps": int(cfg["steps"]),
-            "minutes": logged["train_seconds"] / 60, "crop": cfg["crop"], "scale": cfg["scale"],
-            "seed": cfg["seed"]}
+    """train_defaults' facts of the run, with the crops settings and seed of its config."""
+    facts = train_facts(run_dir)
+    cfg = facts["cfg"]
+    return {**facts, "crop": cfg["crop"], "scale": cfg["scale"], "seed": cfg["seed"]}
 
 
 def _pct(v: float | None) -> str:
@@ -87,8 +70,7 @@ def card(run_dir: Path, dest: Path, credits: Path | None) -> None:
     cfg = spec["config"]
     meta = spec.get("meta", {})
     step = int(meta.get("step", facts["steps"]))
-    status = ("its full schedule" if step >= facts["planned_steps"] else
-              f"stopped at step {step} of a {facts['planned_steps']}-step schedule")
+    status = schedule_status(step, facts["planned_steps"])
     gan, ct, ident = overall["GAN"], overall.get("colour transfer", {}), overall["identity"]
     lines = [
         "# photo-styles", "",
@@ -154,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--credits", type=Path, default=None)
     args = ap.parse_args(argv)
     if args.cmd == "export":
-        export(args.run_dir, args.dest)
+        export_run(args.run_dir, args.dest)
     else:
         card(args.run_dir, args.dest, args.credits)
     return 0

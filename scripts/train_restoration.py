@@ -39,10 +39,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
+
+from train_defaults import export_run, schedule_status, train_facts  # this folder (scripts)
 
 REPO = Path(__file__).resolve().parent.parent
 ASSETS = REPO / "src" / "polychrome" / "assets" / "models"
@@ -60,28 +60,6 @@ TASK_TEXT = {
     "colorize": "Gives a black-and-white picture colours (colorization); the picture's "
                 "brightness (BT.601 luma) is kept",
 }
-
-
-def export(run_dir: Path, dest: Path) -> None:
-    from polychrome.training.export import export_model
-
-    with tempfile.TemporaryDirectory() as t:
-        model_dir = export_model(run_dir, Path(t) / "model", which="latest")
-        dest.mkdir(parents=True, exist_ok=True)
-        for f in ("config.json", "model.safetensors"):
-            shutil.copy2(model_dir / f, dest / f)
-    size = sum(p.stat().st_size for p in dest.iterdir()) / 1e6
-    print(f"exported {run_dir} to {dest} ({size:.1f} MB)")
-
-
-def _train_facts(run_dir: Path) -> dict:
-    import yaml
-    from train_defaults import _run_facts  # this folder: run as a script
-
-    logged = _run_facts(run_dir)
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-    return {"steps": logged["steps_logged"], "planned_steps": int(cfg["steps"]),
-            "minutes": logged["train_seconds"] / 60, "cfg": cfg}
 
 
 def _norm_text(cfg: dict) -> str:
@@ -179,10 +157,9 @@ def card(run_dir: Path, dest: Path, quality_path: Path, credits: Path | None) ->
     cfg, meta = spec["config"], spec.get("meta", {})
     task = cfg["task"]
     res = report["tasks"][task]
-    facts = _train_facts(run_dir)
+    facts = train_facts(run_dir)
     step = int(meta.get("step", facts["steps"]))
-    status = ("its full schedule" if step >= facts["planned_steps"] else
-              f"stopped at step {step} of a {facts['planned_steps']}-step schedule")
+    status = schedule_status(step, facts["planned_steps"])
     quality, figures = _quality_lines(task, res, report)
     speed = [r for r in report.get("speed") or [] if r["task"] == task]
     metrics = {
@@ -261,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     dest = args.dest or ASSETS / args.run_dir.resolve().name
     if args.cmd == "export":
-        export(args.run_dir, dest)
+        export_run(args.run_dir, dest)
     else:
         card(args.run_dir, dest, args.quality.resolve(), args.credits)
     return 0
