@@ -174,3 +174,29 @@ def register_tiny(home: Path, arch: str, name: str, styles: list[str], *,
             os.environ.pop("POLYCHROME_HOME", None)
         else:
             os.environ["POLYCHROME_HOME"] = old
+
+
+def png_answer(r: httpx.Response) -> tuple[np.ndarray, dict[str, str]]:
+    """A 200 image/png answer -> (its pixels, its PNG metadata)."""
+    from polychrome.imageio import decode_image, read_png_metadata
+
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "image/png"
+    return decode_image(r.content), read_png_metadata(r.content)
+
+
+def api_error(r: httpx.Response, status: int, code: str, *words: str) -> None:
+    """The answer is the API's error body with this status and code, naming `words`."""
+    assert r.status_code == status, (r.status_code, r.text)
+    err = r.json()["error"]
+    assert err["code"] == code, err
+    for w in words:
+        assert w in err["message"], err
+
+
+def gallery_record(client: httpx.Client, r: httpx.Response) -> dict:
+    """The gallery record of a saved answer; its PNG is exactly what was answered."""
+    image_id = int(r.headers["x-polychrome-image-id"])
+    assert r.headers["location"] == f"/api/images/{image_id}.png"
+    assert client.get(f"/api/images/{image_id}.png").content == r.content
+    return client.get(f"/api/images/{image_id}").json()

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from polychrome.imageio import decode_image, read_png_metadata
-
 from .live import NATIVE_META, NATIVE_STARGAN, register_tiny, start_server
+from .live import api_error as _error
+from .live import gallery_record as _stored
+from .live import png_answer as _png
 
 STYLES = ["ink", "neon", "pastel"]
 WHOLE = dict(NATIVE_STARGAN, enc_blocks=2, dec_blocks=2)
@@ -48,25 +49,10 @@ def _img(seed: int, shape: tuple[int, int]) -> tuple[str, bytes, str]:
     return (f"p{seed}.png", buf.getvalue(), "image/png")
 
 
-def _png(r) -> tuple[np.ndarray, dict[str, str]]:
-    assert r.status_code == 200, r.text
-    assert r.headers["content-type"] == "image/png"
-    return decode_image(r.content), read_png_metadata(r.content)
 
 
-def _error(r, status: int, code: str, *words: str) -> None:
-    assert r.status_code == status, (r.status_code, r.text)
-    err = r.json()["error"]
-    assert err["code"] == code, err
-    for w in words:
-        assert w in err["message"], err
 
 
-def _stored(client, r) -> dict:
-    """The gallery record of a saved answer; its PNG is exactly what was answered."""
-    image_id = int(r.headers["x-polychrome-image-id"])
-    assert client.get(f"/api/images/{image_id}.png").content == r.content
-    return client.get(f"/api/images/{image_id}").json()
 
 
 def test_restyle_keeps_the_input_size_and_saves_it_with_its_facts(client):

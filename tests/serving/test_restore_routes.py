@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from polychrome.imageio import decode_image, read_png_metadata
-
 from .live import NATIVE_META, NATIVE_STARGAN, register_tiny, start_server
+from .live import api_error as _error
+from .live import gallery_record as _stored
+from .live import png_answer as _png
 
 P2P = dict(resolution=32, width=8, max_width=16, n_down=2, n_blocks=1, d_width=8)
 DCGAN = dict(resolution=16, num_domains=1, width=8, z_dim=16)
@@ -89,26 +90,10 @@ def _restore(client, model: str, picture: np.ndarray | bytes, mask=None, **field
     return client.post("/api/restore", data={"model": model, **fields}, files=files)
 
 
-def _png(r) -> tuple[np.ndarray, dict[str, str]]:
-    assert r.status_code == 200, r.text
-    assert r.headers["content-type"] == "image/png"
-    return decode_image(r.content), read_png_metadata(r.content)
 
 
-def _error(r, status: int, code: str, *words: str) -> None:
-    assert r.status_code == status, (r.status_code, r.text)
-    err = r.json()["error"]
-    assert err["code"] == code, err
-    for w in words:
-        assert w in err["message"], err
 
 
-def _stored(client, r) -> dict:
-    """The gallery record of a saved answer; its PNG is exactly what was answered."""
-    image_id = int(r.headers["x-polychrome-image-id"])
-    assert r.headers["location"] == f"/api/images/{image_id}.png"
-    assert client.get(f"/api/images/{image_id}.png").content == r.content
-    return client.get(f"/api/images/{image_id}").json()
 
 
 def _regenerates(client, r) -> None:

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from polychrome.imageio import decode_image, read_png_metadata
+from polychrome.imageio import decode_image
 
+from .live import png_answer as _png
 from .live import png_bytes, register_tiny, start_server
 
 STYLES = ["ink", "neon", "pastel"]
@@ -45,10 +46,6 @@ def _img(seed: int, size: tuple[int, int] = (20, 24)) -> bytes:
     return buf.getvalue()
 
 
-def _png(r) -> tuple[np.ndarray, dict[str, str]]:
-    assert r.status_code == 200, r.text
-    assert r.headers["content-type"] == "image/png"
-    return decode_image(r.content), read_png_metadata(r.content)
 
 
 def _assert_error(r, status: int, code: str | None = None, *words: str) -> dict:
