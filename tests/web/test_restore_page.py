@@ -14,7 +14,7 @@ from PIL import Image
 
 from polychrome.imageio import read_png_metadata
 
-from .test_browser import ARGS, CHROMIUM, DESKTOP, PHONE, _assert_labelled, _go, _photo, _shot
+from .test_browser import CHROMIUM, DESKTOP, PHONE, _assert_labelled, _go, _photo, _shot
 
 pytestmark = [
     pytest.mark.slow,
@@ -41,30 +41,8 @@ def live(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def browser_ctx(tmp_path_factory):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        ctx = p.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-restore")), executable_path=str(CHROMIUM),
-            headless=True, args=ARGS, viewport=DESKTOP, accept_downloads=True)
-        ctx.set_default_timeout(30_000)
-        yield ctx
-        ctx.close()
 
 
-@pytest.fixture
-def page(browser_ctx, live):
-    """A tab that records every script error (none allowed)."""
-    pg = browser_ctx.new_page()
-    pg.errors = []
-    pg.on("pageerror", lambda e: pg.errors.append(f"pageerror: {e}"))
-    pg.on("console", lambda m: pg.errors.append(f"console: {m.text}")
-          if m.type == "error" and "Failed to load resource" not in m.text else None)
-    yield pg
-    assert not pg.errors, pg.errors
-    pg.close()
 
 
 def _drag(page, box, points) -> None:
