@@ -978,8 +978,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run_recipe(build_fn: Callable[[argparse.Namespace], object], args: argparse.Namespace,
+               report: Callable[[object, Path, float], None]) -> int:
+    """A data recipe's main: logging, Pillow's limits, `build_fn(args)` with the recipe's
+    errors as exit codes (1, or 130 when interrupted), then `report(results, out, MB)`."""
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(message)s",
@@ -988,7 +990,7 @@ def main(argv: list[str] | None = None) -> int:
     # Palette PNGs with byte transparency are converted to RGBA on purpose.
     warnings.filterwarnings("ignore", message="Palette images with Transparency")
     try:
-        results = build(args)
+        results = build_fn(args)
     except RecipeError as exc:
         log.error("%s", exc)
         return 1
@@ -1000,9 +1002,17 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     out = args.out.resolve()
     size_mb = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6
+    report(results, out, size_mb)
+    return 0
+
+
+def _report(results: list[StyleResult], out: Path, size_mb: float) -> None:
     counts = " ".join(f"{r.style}={len(r.written)}" for r in results)
     print(f"photo-styles: {counts} -> {out} ({size_mb:.1f} MB)")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_recipe(build, parse_args(argv), _report)
 
 
 if __name__ == "__main__":

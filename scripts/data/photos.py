@@ -52,7 +52,6 @@ import logging
 import random
 import shutil
 import sys
-import warnings
 from pathlib import Path
 
 import photo_styles as ps  # this folder (run as a script): the photo-styles recipe's code
@@ -239,33 +238,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(message)s",
-    )
-    Image.MAX_IMAGE_PIXELS = ps.MAX_SOURCE_PIXELS * 2
-    warnings.filterwarnings("ignore", message="Palette images with Transparency")
-    try:
-        results = build(args)
-    except ps.RecipeError as exc:
-        log.error("%s", exc)
-        return 1
-    except OSError as exc:
-        log.error("file system error: %s", exc)
-        return 1
-    except KeyboardInterrupt:
-        log.error("interrupted")
-        return 130
-    out = args.out.resolve()
-    size_mb = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6
+def _report(results: dict, out: Path, size_mb: float) -> None:
     counts = " ".join(f"{split}={len(results[split].written)}" for split in SPLITS)
     print(f"photos: {counts} -> {out} ({size_mb:.1f} MB)")
     for w in results["heldout"].written:
         width, height = _size(out / w.file)
         print(f"  {w.file}  {width} x {height}  ({w.candidate.source.name})")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return ps.run_recipe(build, parse_args(argv), _report)
 
 
 if __name__ == "__main__":
