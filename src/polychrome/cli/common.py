@@ -56,13 +56,10 @@ def load_upscaler(upscale: str | None, upscaler: str | None, device: str,
                                   "too (--upscale 2 or 4)", code="bad_request")
         return None
     from ..models.store import load_model
-    from ..pipelines.restore import check_scale, default_upscaler, require_restoration
+    from ..pipelines.restore import check_upscaler, default_upscaler
 
     sr = load_model(upscaler or default_upscaler(upscale, styles), device=device)
-    if require_restoration(sr) != "sr":
-        raise PolychromeError(f"{upscaler} is not a super-resolution model: --upscaler needs "
-                              "one (task sr)", code="wrong_task")
-    check_scale(sr, upscale)
+    check_upscaler(sr, upscale)
     return sr
 
 

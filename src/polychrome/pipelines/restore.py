@@ -222,6 +222,15 @@ def grey_u8(arr: np.ndarray) -> np.ndarray:
     return np.repeat(g[..., None], 3, axis=2)
 
 
+def check_upscaler(model: GANModel, scale: Any) -> int:
+    """The factor an upscaler will use; refused when it is not a super-resolution model or
+    was not trained for `scale` (checked before the first picture is made)."""
+    if require_restoration(model) != "sr":
+        raise PolychromeError(f"{model_identity(model)[0]} is not a super-resolution model: "
+                              "the upscaler must be one (task sr)", code="wrong_task")
+    return check_scale(model, scale)
+
+
 def upscale(model: GANModel | str, image: GeneratedImage, scale: Any,
             device: str | torch.device = "cpu") -> GeneratedImage:
     """The cascade: hand a generated / restyled picture to an sr model in the same call.
@@ -230,10 +239,7 @@ def upscale(model: GANModel | str, image: GeneratedImage, scale: Any,
     adds `upscaled_by`, `upscale` and the new size.
     """
     sr = load_model_on(model, device)
-    if require_restoration(sr) != "sr":
-        raise PolychromeError(f"{model_identity(sr)[0]} is not a super-resolution model: "
-                              "--upscaler needs one (task sr)", code="wrong_task")
-    s = check_scale(sr, scale)
+    s = check_upscaler(sr, scale)
     h, w = image.array.shape[:2]
     output_size(h, w, s)
     out, info = restore_array(sr, image.array, scale=s, device=device)

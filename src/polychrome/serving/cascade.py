@@ -21,7 +21,7 @@ async def upscaler_for(state: Any, upscale: int | None, upscaler: str | None,
 
     `styles`: the style names of the model whose pictures are enlarged (the default sr
     model is the one trained on most of them)."""
-    from ..pipelines.restore import default_upscaler
+    from ..pipelines.restore import check_upscaler, default_upscaler
 
     if upscale is None:
         if upscaler is not None:
@@ -33,19 +33,6 @@ async def upscaler_for(state: Any, upscale: int | None, upscaler: str | None,
     loaded = await loaded_model(state, spec)
     await asyncio.to_thread(check_upscaler, loaded.model, upscale)
     return loaded
-
-
-def check_upscaler(model: Any, scale: int) -> int:
-    """What `upscale` would refuse about the model itself (not an sr model, a factor it was
-    not trained for), found before the first picture is made."""
-    from ..errors import PolychromeError
-    from ..pipelines.restore import check_scale, require_restoration
-    from ..sampling import model_identity
-
-    if require_restoration(model) != "sr":
-        raise PolychromeError(f"{model_identity(model)[0]} is not a super-resolution model: "
-                              "the upscaler needs one (task sr)", code="wrong_task")
-    return check_scale(model, scale)
 
 
 def upscale_all(images: list[Any], sr: Any, scale: int | None, device: str) -> list[Any]:
