@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     rate_limit: int = 0  # requests per minute per API key (or client); 0 = unlimited
     queue_max: int = 100  # queued jobs above this -> 503
     pipeline_cache_size: int = 4  # warm models per server process (LRU)
+    session_ttl_s: float = 86400.0  # live restyle sessions unused this long leave storage
     generate_timeout_s: float = 60.0  # synchronous generation -> 504 after this
     generate_max_n: int = 64  # images per /api/generate request
     batching: bool = True  # dynamic micro-batching of concurrent generate requests
