@@ -9,6 +9,9 @@ Models trained on crops run at the picture's own size: their /render draws a pre
 (longer side <= 512) and /full renders the same recipe at full size (native, or `size`)
 and saves it to the gallery. Whole-picture models answer /full with their drawing at
 their resolution (X-Polychrome-Drawn-At), like /render.
+
+Sessions are kept on the shared storage (`Settings.sessions_dir`): any replica of the API
+answers for any session, rebuilding it from there when it is not in its memory.
 """
 
 from __future__ import annotations
@@ -48,17 +51,30 @@ from ..style_support import (
 from .generate import _with_timeout, respond_with_images
 
 router = APIRouter(prefix="/api/restyle/sessions", tags=["style"])
-SessionId = Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+# Any text: the store answers 404 for an id that is not of its form, before any file access.
+SessionId = Path(description="the session's id, as POST /api/restyle/sessions answered it")
 _STORE_LOCK = threading.Lock()
 
 
 def _sessions(request: Request) -> SessionStore:
-    """One session store per app (per web process), created on first use."""
+    """One session store per app (per web process), created on first use; its sessions
+    live on the shared storage, so every replica can rebuild every session."""
     with _STORE_LOCK:
         store = getattr(request.app.state, "style_sessions", None)
         if store is None:
-            store = request.app.state.style_sessions = SessionStore()
+            state: ServiceState = request.app.state.service
+            settings = state.settings
+            store = request.app.state.style_sessions = SessionStore(
+                root=settings.sessions_dir, loader=lambda key: state.cache.get(key).model,
+                device=state.device, ttl_s=settings.session_ttl_s, keep=keep_pictures)
         return store
+
+
+async def _session(sessions: SessionStore, session_id: str,
+                   state: ServiceState) -> StyleSession:
+    """The session: from memory, or rebuilt from storage (off the event loop)."""
+    return await _with_timeout(asyncio.to_thread(sessions.get, session_id),
+                               state.settings.generate_timeout_s)
 
 
 @router.post("", status_code=201, response_model=StyleSessionOut,
@@ -112,7 +128,7 @@ async def add_reference(request: Request, session_id: str = SessionId,
                         state: ServiceState = Depends(get_state),
                         sessions: SessionStore = Depends(_sessions)) -> Any:
     """Add a reference picture to a session; use the returned id as a style or weight key."""
-    session = sessions.get(session_id)
+    session = await _session(sessions, session_id, state)
     _, files = await read_request(request, StyleReferenceIn, files=("reference",),
                                   settings=state.settings)
     ref = one_file(files, "reference", required=True, what="a reference picture")
@@ -121,7 +137,7 @@ async def add_reference(request: Request, session_id: str = SessionId,
         pic = picture(session.restyler.model, ref, "reference", reference=True)
         keep_pictures(pic)
         with session.lock:
-            rid = session.add_reference(pic)
+            rid = session.add_reference(pic, ref[1])  # the file: other replicas decode it
         return {"reference": rid, "sha256": pic.sha256, "label": pic.label}
 
     out = await asyncio.to_thread(run)
@@ -163,7 +179,7 @@ async def render_session(body: RenderIn, session_id: str = SessionId,
     Models trained on crops render a preview (longer side <= 512; /full renders the
     same recipe at full size). The recipe becomes the session's current one.
     """
-    session = sessions.get(session_id)
+    session = await _session(sessions, session_id, state)
     if (body.style is None) == (body.weights is None):
         raise BadRequest("give either `style` or `weights`", code="missing_style")
 
@@ -171,7 +187,7 @@ async def render_session(body: RenderIn, session_id: str = SessionId,
         with session.lock:
             recipe = _build(session, body)
             image = session.restyler.run(recipe)
-            session.last_recipe = recipe
+            session.remember_recipe(recipe)
             return image
 
     image = await _with_timeout(asyncio.to_thread(run), state.settings.generate_timeout_s)
@@ -194,7 +210,7 @@ async def render_full(body: FullRenderIn, session_id: str = SessionId,
     Whole-picture models draw at their resolution either way (X-Polychrome-Drawn-At).
     `upscale` (2 or 4) hands the render to a super-resolution model (`upscaler`).
     """
-    session = sessions.get(session_id)
+    session = await _session(sessions, session_id, state)
     if body.style is not None and body.weights is not None:
         raise BadRequest("give either `style` or `weights` (or neither: the session's "
                          "last render)", code="bad_request")
