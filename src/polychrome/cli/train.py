@@ -142,8 +142,10 @@ def train_cmd(model: str | None, dataset: str | None, config_path: str | None,
 
     Checkpoints, samples, metrics.jsonl and TensorBoard events go to the run
     dir. At the end the EMA generator is exported and registered in the model
-    store. Under `torchrun --nproc_per_node N -m polychrome train ...` each
-    process trains on its own shard; only rank 0 writes.
+    store. Under `torchrun --nproc_per_node N -m polychrome train ...` (and
+    `--nnodes M` with a c10d rendezvous for several machines) each process
+    trains on its own shard; only global rank 0 writes, and every checkpoint
+    checks that all processes hold the same weights.
     """
     from ..training import TrainConfig, load_yaml_config, register_run_model, train
     from ..training.distributed import env_ranks

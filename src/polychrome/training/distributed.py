@@ -8,12 +8,19 @@ networks in DDP because GAN steps do several forwards per backward, toggle
 requires_grad on D during the G step and take double-backward penalties
 (GP, R1), which the DDP reducer does not support. Only rank 0 writes files.
 
+Several machines work the same way (`torchrun --nnodes N` with a c10d rendezvous):
+RANK is the global rank (data shard, noise seed, "rank 0 writes"), LOCAL_RANK only
+picks this machine's GPU. Because ranks average gradients instead of sharing weights,
+`check_ranks_agree` verifies at every checkpoint and at the end that every rank still
+holds bit-identical parameters, and stops the run with a clear error when they do not.
+
 Collectives never pickle: strings and RNG states travel as uint8 tensors.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 from collections.abc import Iterable
@@ -21,7 +28,7 @@ from collections.abc import Iterable
 import torch
 import torch.distributed as dist
 
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainingError
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +40,7 @@ class DistEnv:
     local_rank: int = 0
     device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
     backend: str | None = None  # None = single process
+    node: int = 0  # this machine's index among the nodes (torchrun's GROUP_RANK)
 
     @property
     def enabled(self) -> bool:
@@ -49,14 +57,35 @@ class DistEnv:
 
 
 def env_ranks() -> tuple[int, int, int]:
-    """(rank, world_size, local_rank) from torchrun's environment, (0, 1, 0) without it."""
+    """(rank, world_size, local_rank) from torchrun's environment, (0, 1, 0) without it.
+
+    RANK is global (0 .. WORLD_SIZE-1 over every machine); LOCAL_RANK counts this
+    machine's processes only. A launcher that sets no LOCAL_RANK gets RANK modulo
+    LOCAL_WORLD_SIZE when that is given, else RANK (one machine).
+    """
     try:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         rank = int(os.environ.get("RANK", "0"))
-        local = int(os.environ.get("LOCAL_RANK", str(rank)))
+        if "LOCAL_RANK" in os.environ:
+            local = int(os.environ["LOCAL_RANK"])
+        elif "LOCAL_WORLD_SIZE" in os.environ:
+            local = rank % max(1, int(os.environ["LOCAL_WORLD_SIZE"]))
+        else:
+            local = rank
     except ValueError:
         raise ConfigError("RANK / WORLD_SIZE / LOCAL_RANK must be integers") from None
+    if world < 1 or not 0 <= rank < world or local < 0:
+        raise ConfigError(f"need 0 <= RANK < WORLD_SIZE and LOCAL_RANK >= 0, got RANK={rank}, "
+                          f"WORLD_SIZE={world}, LOCAL_RANK={local}")
     return rank, world, local
+
+
+def env_node() -> int:
+    """This machine's node index under torchrun (GROUP_RANK), 0 without it."""
+    try:
+        return int(os.environ.get("GROUP_RANK", "0"))
+    except ValueError:
+        return 0
 
 
 def pick_device(pref: str, local_rank: int = 0) -> torch.device:
@@ -66,7 +95,13 @@ def pick_device(pref: str, local_rank: int = 0) -> torch.device:
     if pref.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ConfigError(f"device {pref!r} requested but CUDA is not available")
-        return torch.device(pref if ":" in pref else f"cuda:{local_rank}")
+        if ":" in pref:
+            return torch.device(pref)
+        if local_rank >= torch.cuda.device_count():
+            raise ConfigError(f"local rank {local_rank} has no GPU: this machine has "
+                              f"{torch.cuda.device_count()}; start at most that many processes "
+                              "per node (--nproc_per_node)")
+        return torch.device(f"cuda:{local_rank}")
     if pref == "mps":
         if not torch.backends.mps.is_available():
             raise ConfigError("device 'mps' requested but it is not available")
@@ -87,8 +122,10 @@ def init_distributed(device_pref: str = "auto") -> DistEnv:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend=backend)
-    log.info("rank %d/%d on %s (%s)", rank, world, device, backend)
-    return DistEnv(rank, world, local, device, backend)
+    node = env_node()
+    log.info("rank %d/%d on %s (%s; node %d, local rank %d)", rank, world, device, backend,
+             node, local)
+    return DistEnv(rank, world, local, device, backend, node)
 
 
 def shutdown(env: DistEnv) -> None:
@@ -213,6 +250,117 @@ def gather_floats(value: float, env: DistEnv) -> list[float]:
         return [value]
     t = torch.tensor([value], dtype=torch.float64, device=env.comm_device)
     return [float(v) for v in all_gather_cat(t, env).cpu()]
+
+
+def check_same_data(counts: list[int], env: DistEnv) -> None:
+    """Every rank must see the same data (sizes, styles): else the shards overlap or miss.
+
+    On several machines each one reads its own copy of the dataset; a node with another
+    version (or a stale copy) would silently train on different pictures.
+    """
+    if not env.enabled:
+        return
+    t = torch.tensor(counts, dtype=torch.int64, device=env.comm_device).reshape(1, -1)
+    rows = all_gather_cat(t, env).cpu().tolist()
+    bad = [r for r, row in enumerate(rows) if row != rows[0]]
+    if bad:
+        raise ConfigError(f"ranks see different training data (rank 0: {rows[0]}, rank "
+                          f"{bad[0]}: {rows[bad[0]]} as [images, styles, resolution]): every "
+                          "node needs the same dataset version")
+
+
+# -- do the ranks still hold the same weights? -------------------------------------------
+_FP_CHUNK = 1 << 22  # bytes per step of the fingerprint (bounds its scratch memory)
+_FP_MOD = 65521  # position weights cycle below 2**16: byte * weight < 2**24, sums stay exact
+
+
+def tensor_fingerprint(t: torch.Tensor) -> torch.Tensor:
+    """Two int64 numbers that change whenever any bit of `t` changes.
+
+    Over the tensor's bytes b_i: (sum b_i, sum b_i * w_i) with position weights
+    w_i = i mod 65521 + 1. Integer sums are exact and do not depend on the order of
+    summation, so ranks on different machines (or GPUs) give equal numbers exactly
+    when their tensors are equal byte for byte; any single changed byte always changes
+    the weighted sum.
+    """
+    data = t.detach().reshape(-1).contiguous().view(torch.uint8)
+    total = torch.zeros(2, dtype=torch.int64, device=data.device)
+    for start in range(0, data.numel(), _FP_CHUNK):
+        chunk = data[start:start + _FP_CHUNK].to(torch.int64)
+        weights = (torch.arange(start, start + chunk.numel(), dtype=torch.int64,
+                                device=data.device) % _FP_MOD) + 1
+        total[0] += chunk.sum()
+        total[1] += (chunk * weights).sum()
+    return total
+
+
+def _digest(row: list[int]) -> str:
+    return hashlib.sha256(str(row).encode()).hexdigest()[:16]
+
+
+def check_ranks_agree(named: Iterable[tuple[str, torch.Tensor]], env: DistEnv, *,
+                      step: int) -> dict:
+    """Compare every rank's tensors (parameters) with rank 0's; raise if any differ.
+
+    Collective: every rank calls it with the same names in the same order. Each rank
+    fingerprints its tensors (`tensor_fingerprint`), the fingerprints are gathered
+    (a few bytes per tensor), and each is compared with rank 0's. On a mismatch the
+    first differing tensor is broadcast from rank 0 to measure how far the ranks
+    drifted, and every rank raises TrainingError(code="ranks_diverged").
+
+    Returns the record of the check (the same on every rank): step, world_size, nodes,
+    tensors, agree, and per rank its node, local rank and fingerprint digest.
+    """
+    items = list(named)
+    names = [n for n, _ in items]
+    if not env.enabled:
+        return {"step": step, "world_size": 1, "nodes": 1, "tensors": len(items),
+                "agree": True, "ranks": []}
+    header = torch.tensor([[len(items), env.local_rank, env.node]], dtype=torch.int64,
+                          device=env.comm_device)
+    heads = all_gather_cat(header, env).cpu().tolist()
+    if any(h[0] != heads[0][0] for h in heads):
+        raise TrainingError(f"ranks disagree at step {step}: they hold "
+                            f"{[h[0] for h in heads]} tensors", code="ranks_diverged")
+    local = torch.stack([tensor_fingerprint(t) for _, t in items]) if items else         torch.zeros((0, 2), dtype=torch.int64)
+    mine = local.reshape(1, -1).to(env.comm_device)
+    rows = all_gather_cat(mine, env).cpu().reshape(env.world_size, len(items), 2)
+    differ = (rows != rows[0:1]).any(dim=2)  # (world, tensors)
+    record = {
+        "step": step, "world_size": env.world_size,
+        "nodes": len({h[2] for h in heads}), "tensors": len(items),
+        "agree": not bool(differ.any()),
+        "ranks": [{"rank": r, "node": heads[r][2], "local_rank": heads[r][1],
+                   "fingerprint": _digest(rows[r].reshape(-1).tolist())}
+                  for r in range(env.world_size)],
+    }
+    if record["agree"]:
+        return record
+    bad_ranks = [r for r in range(env.world_size) if bool(differ[r].any())]
+    bad_tensors = [i for i in range(len(items)) if bool(differ[:, i].any())]
+    first = bad_tensors[0]
+    ref = items[first][1].detach().to(env.comm_device).clone()
+    dist.broadcast(ref, src=0)
+    gap = (items[first][1].detach().to(env.comm_device).double() - ref.double()).abs().max()
+    gaps = gather_floats(float(gap), env)
+    record["differing"] = [names[i] for i in bad_tensors]
+    record["max_abs_diff"] = {names[first]: gaps}
+    raise RanksDiverged(
+        f"ranks hold different weights at step {step}: {len(bad_tensors)} of {len(items)} "
+        f"tensors differ from rank 0 on rank(s) {bad_ranks} (first: {names[first]}, max "
+        f"|difference| {max(gaps):.3g}); gradients are averaged, so the ranks should agree "
+        "bit for bit: check that every node runs the same code, torch version and data",
+        record)
+
+
+class RanksDiverged(TrainingError):
+    """Raised on every rank when `check_ranks_agree` finds different weights."""
+
+    code = "ranks_diverged"
+
+    def __init__(self, message: str, record: dict):
+        super().__init__(message)
+        self.record = record
 
 
 def amp_dtype_for(mode: str, device: torch.device) -> torch.dtype | None:

@@ -10,11 +10,19 @@ optimiser and scaler state, every RNG state, loader position, ADA state) or a
 pure function of the step (schedules, EMA beta, instance noise, lazy R1).
 Sampling and evaluation run under a forked RNG, so how often they happen never
 changes the training trajectory.
+
+Under torchrun (one machine or several) the global rank picks the data shard and the
+noise seeds and only global rank 0 writes into the run dir; the local rank picks the
+GPU. Every checkpoint (and the end) first checks that all ranks hold the same weights
+(`distributed.check_ranks_agree`); rank 0 records the outcome in `ranks.json` in the
+run dir and in the result (`world_size`, `ranks`). A fresh run needs the dataset on
+every machine; resuming needs the run dir readable by every rank (shared storage).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import time
@@ -27,6 +35,7 @@ from torch import nn
 
 from ..errors import ConfigError, TrainingError
 from ..models import create_model, get_model_class
+from ..utils.atomic import atomic_write_text
 from . import distributed as ddp
 from .config import TrainConfig, resolve_config
 from .ema import EMA
@@ -49,6 +58,8 @@ from .trainers import TrainContext, get_trainer_class
 
 log = logging.getLogger(__name__)
 
+RANKS_NAME = "ranks.json"  # the last cross-rank weight check (multi-process runs)
+
 ProgressFn = Callable[[int, int, dict[str, float]], None]  # (step, total, latest logs)
 StopFn = Callable[[], bool]
 Evaluator = Callable[[nn.Module, int], dict[str, float]]  # (EMA model, step) -> metrics
@@ -64,13 +75,15 @@ class TrainResult:
     stopped: bool = False  # cancelled via should_stop before reaching total_steps
     checkpoint: Path | None = None
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)  # last evaluation
+    world_size: int = 1  # processes that trained it
+    ranks: dict[str, Any] | None = None  # last cross-rank weight check (world_size > 1)
 
     def to_json(self) -> dict[str, Any]:
         return {"run_dir": str(self.run_dir), "steps": self.step, "total_steps": self.total_steps,
                 "final": self.final, "images_per_second": self.images_per_second,
                 "stopped": self.stopped,
                 "checkpoint": str(self.checkpoint) if self.checkpoint else None,
-                "metrics": self.metrics}
+                "metrics": self.metrics, "world_size": self.world_size, "ranks": self.ranks}
 
 
 def train(config: TrainConfig | None = None, *, resume: str | Path | None = None,
@@ -122,6 +135,7 @@ class _Run:
         self.images_seen = 0
         self.final: dict[str, float] = {}
         self.metrics: dict[str, float] = {}
+        self.rank_check: dict[str, Any] | None = None
 
     # -- setup -----------------------------------------------------------------------------
     def execute(self) -> TrainResult:
@@ -204,21 +218,26 @@ class _Run:
             from ..data.cache import load_packed
 
             name, version = split_dataset_spec(raw.dataset, raw.dataset_version)
-            # Rank 0 goes first: it may create the index DB and build the packed cache,
-            # which concurrent first-time writers would race on; the others then read.
-            if not self.env.is_main:
-                ddp.barrier(self.env)
-            self.dataset = resolve_dataset(name, version)
-            self.packed = load_packed(self.dataset.path, raw.resolution, raw.fit,
-                                      scale=raw.scale)
-            if self.env.is_main:
-                ddp.barrier(self.env)
+            # In three waves: rank 0 first (it may create the index DB and build the
+            # packed cache, which concurrent first-time writers would race on), then the
+            # first process of every other machine (each may have its own cache to
+            # build), then everyone else, who only read.
+            env = self.env
+            wave = 0 if env.is_main else 1 if env.local_rank == 0 else 2
+            for turn in range(3):
+                if turn == wave:
+                    self.dataset = resolve_dataset(name, version)
+                    self.packed = load_packed(self.dataset.path, raw.resolution, raw.fit,
+                                              scale=raw.scale)
+                ddp.barrier(env)
         else:
             self.dataset = None
             if self.packed.resolution != raw.resolution:
                 raise ConfigError(f"packed data is {self.packed.resolution} px but the run "
                                   f"wants {raw.resolution} px")
         self.train_data = self.packed.split(raw.split)
+        ddp.check_same_data([len(self.train_data), self.train_data.num_domains,
+                             int(self.packed.resolution)], self.env)
         if len(self.train_data) == 0:
             raise ConfigError(f"split {raw.split!r} of the dataset is empty")
 
@@ -286,7 +305,8 @@ class _Run:
         return TrainResult(run_dir=self.run_dir, step=self.step, total_steps=cfg.steps,
                            final=dict(self.final),
                            images_per_second=round(self._img_per_sec(steps, busy), 2),
-                           stopped=stopped, checkpoint=self.last_ckpt, metrics=dict(self.metrics))
+                           stopped=stopped, checkpoint=self.last_ckpt, metrics=dict(self.metrics),
+                           world_size=env.world_size, ranks=self.rank_check)
 
     def _train_one_step(self, meter: _Meter) -> dict[str, float]:
         """lr schedule -> trainer step -> NaN guard -> EMA; returns this step's lrs."""
@@ -363,10 +383,32 @@ class _Run:
         return metrics
 
     def _save(self, step: int, metrics: dict[str, float] | None = None) -> None:
+        self._check_ranks(step)  # never checkpoint weights the ranks disagree on
         path = save_state(self, step, metrics)  # collective: every rank takes part
         if path is not None:
             self.last_ckpt = path
         self.saved_step = step
+
+    def _check_ranks(self, step: int) -> None:
+        """Collective: every rank's parameters (live and EMA) against rank 0's."""
+        if not self.env.enabled:
+            return
+        named = [(f"model.{k}", v) for k, v in self.model.named_parameters()]
+        for module in self.ema.module_names:
+            named += [(f"ema.{module}.{k}", v)
+                      for k, v in getattr(self.ema.model, module).named_parameters()]
+        try:
+            self.rank_check = ddp.check_ranks_agree(named, self.env, step=step)
+        except ddp.RanksDiverged as e:
+            self._write_rank_check(e.record)
+            if self.monitor is not None:
+                self.monitor._write({"step": step, "error": str(e)})
+            raise
+        self._write_rank_check(self.rank_check)
+
+    def _write_rank_check(self, record: dict[str, Any]) -> None:
+        if self.env.is_main:
+            atomic_write_text(self.run_dir / RANKS_NAME, json.dumps(record, indent=1) + "\n")
 
 
 class _Meter:
