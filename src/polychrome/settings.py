@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     job_lease_s: float = 30.0  # a worker that misses this many seconds of heartbeat loses its job
     job_progress_interval_s: float = 1.0  # throttle for progress writes to the Job row
     worker_poll_s: float = 0.5  # idle worker poll interval
+    train_max_nproc: int = 8  # most processes one train job may ask for (its `nproc`)
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -39,6 +39,9 @@ class TrainJobIn(_Strict):
                              description="model-store name for the result")
     config: dict[str, Any] = Field(default_factory=dict,
                                    description="run-config overrides (TrainConfig keys)")
+    nproc: int = Field(1, ge=1, le=1024,
+                       description="training processes on the worker (torchrun; batch_size "
+                                   "is per process); at most the server's train_max_nproc")
     webhook: str | None = Field(None, max_length=2048, pattern=r"^https?://",
                                 description="POSTed a JSON summary when the job ends")
 

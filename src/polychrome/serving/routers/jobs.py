@@ -58,7 +58,7 @@ def _train_params(body: TrainJobIn) -> dict[str, Any]:
     cfg = {**body.config, **overrides}
     tc = TrainConfig.from_dict(cfg)  # unknown keys / bad values -> ConfigError (400)
     check_model_config(body.model, tc)
-    return {"config": cfg}
+    return {"config": cfg, "nproc": body.nproc}
 
 
 def _eval_params(body: EvalJobIn) -> dict[str, Any]:
@@ -81,6 +81,10 @@ def _create(body: TrainJobIn | EvalJobIn | ImportJobIn, settings: Settings) -> d
     job_id = uuid.uuid4().hex
     run_dir = None
     if isinstance(body, TrainJobIn):
+        if body.nproc > settings.train_max_nproc:
+            raise ConfigError(f"nproc {body.nproc} is above this server's limit of "
+                              f"{settings.train_max_nproc} processes per training job "
+                              "(setting train_max_nproc)")
         params = _train_params(body)
         run_dir = _new_run_dir(settings, params["config"], job_id)
     elif isinstance(body, EvalJobIn):
