@@ -18,15 +18,17 @@
 - nginx in front (the configuration `render_nginx_conf` writes, the same as the compose
   topology's deploy/nginx.conf but for the ports chosen here);
 
-then waits until /api/ready answers 200 through nginx, writes DIR/cluster.json (every
-process's role, name, pid, port, home and log file) and prints that JSON object, alone, on
-stdout. Each process logs to DIR/logs/NAME.log. `down` stops everything: nginx (graceful
-quit), APIs and workers (SIGTERM: a training job checkpoints and goes back to the queue;
-SIGKILL after --timeout), redis (shutdown without saving), PostgreSQL (`pg_ctl stop -m
-fast`), and removes the PostgreSQL temporary directory. `status` prints which processes
-are alive and what /api/ready says.
+then waits until /api/ready answers 200 through nginx (/api/health when there is no
+worker), writes DIR/cluster.json (every process's role, name, pid, port, home and log
+file) and prints that JSON object, alone, on stdout. Each process logs to
+DIR/logs/NAME.log. `down` stops everything: nginx (graceful quit), APIs and workers
+(SIGTERM: a training job checkpoints and goes back to the queue; SIGKILL after
+--timeout), redis (shutdown without saving), PostgreSQL (`pg_ctl stop -m fast`), and
+removes the PostgreSQL temporary directory. `status` prints which processes are alive
+and what /api/ready says (exit 1 when one is not). A missing program is one line on
+stderr and exit code 2.
 
-Importable (tests and benchmarks load this file by path): `up`, `down`, `status`, `load`,
+Importable (tests and benchmarks put deploy/ on sys.path): `up`, `down`, `status`, `load`,
 `kill`, `start_replica` (start a killed or new API replica or worker again),
 `set_api_upstreams` (route nginx to a subset of the replicas), `missing_binaries`.
 Only the processes recorded in cluster.json are ever signalled, each by its pid after
@@ -75,7 +77,7 @@ def log(msg: str) -> None:
     print(f"local-cluster: {msg}", file=sys.stderr, flush=True)
 
 
-# -- the nginx configuration -----------------------------------------------------------------
+# -- the nginx configuration ------------------------------------------------------------------
 def render_nginx_conf(servers: Sequence[str], *, listen: str, worker_processes: str = "auto",
                       user: str | None = None, pid: str = "/run/nginx.pid",
                       error_log: str = "stderr", access_log: str = "/dev/stdout",
@@ -236,7 +238,7 @@ def compose_nginx_conf() -> str:
                              pid="/run/nginx.pid", title=COMPOSE_TITLE)
 
 
-# -- binaries ------------------------------------------------------------------------------------
+# -- binaries ---------------------------------------------------------------------------------
 def _pg_version_key(path: str) -> tuple[int, ...]:
     m = re.search(r"/postgresql/(\d+(?:\.\d+)*)/bin$", path)
     return tuple(int(x) for x in m.group(1).split(".")) if m else (0,)
@@ -292,9 +294,18 @@ def _check_binaries() -> None:
     missing = missing_binaries()
     if missing:
         raise ClusterError("missing: " + "; ".join(missing))
+    import importlib.util
+
+    # The replicas and workers run as `sys.executable -m polychrome`.
+    absent = [m for m in ("polychrome", "psycopg", "redis") if importlib.util.find_spec(m) is None]
+    if absent:
+        raise ClusterError(f"{sys.executable} cannot import {', '.join(absent)}: run this with "
+                           "the Python Polychrome is installed in (activate its environment, "
+                           "or set PYTHON for deploy/local-cluster), with the `serve` and "
+                           "`scale` extras (pip install -e '.[serve,scale]')")
 
 
-# -- processes -------------------------------------------------------------------------------------
+# -- processes --------------------------------------------------------------------------------
 @dataclasses.dataclass
 class Proc:
     role: str  # postgres | redis | api | worker | nginx
@@ -437,7 +448,7 @@ def _wait_for(what: str, check, procs: Sequence[Proc], timeout: float,
         time.sleep(interval)
 
 
-# -- the cluster record --------------------------------------------------------------------------
+# -- the cluster record -----------------------------------------------------------------------
 @dataclasses.dataclass
 class Cluster:
     dir: Path
@@ -589,7 +600,7 @@ def _stop_postgres(c: Cluster, timeout: float) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-# -- redis -------------------------------------------------------------------------------------------
+# -- redis ------------------------------------------------------------------------------------
 def _redis_ping(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
@@ -636,7 +647,7 @@ def _stop_redis(c: Cluster, timeout: float) -> None:
     _wait_gone(procs, 5)
 
 
-# -- API replicas and workers -------------------------------------------------------------------
+# -- API replicas and workers -----------------------------------------------------------------
 def process_env(c: Cluster, home: str, cache: str) -> dict[str, str]:
     """The environment of an API replica or worker: the caller's, minus its POLYCHROME_*
     settings, plus the cluster's wiring and the `--env` values."""
@@ -718,7 +729,7 @@ def kill(c: Cluster, name: str, sig: int = signal.SIGKILL) -> bool:
     return sent
 
 
-# -- nginx -------------------------------------------------------------------------------------
+# -- nginx ------------------------------------------------------------------------------------
 def local_nginx_conf(servers: Sequence[str], port: int, prefix: str | Path,
                      logs: str | Path, title: str = "") -> str:
     """The local cluster's nginx.conf: loopback, temporary files, pid and logs in the
@@ -812,6 +823,9 @@ def _check_dir(d: Path) -> None:
         if any(proc_alive(p) for p in old.processes):
             raise ClusterError(f"a cluster is already running in {d}: run `down --dir {d}` "
                                "first")
+        if old.state != "down":  # it died without `down`: remove what it left behind
+            with contextlib.suppress(ClusterError):
+                down(old, timeout=5)
 
 
 def up(directory: str | Path, *, api: int = 2, workers: int = 2, port: int | None = None,
@@ -841,7 +855,12 @@ def up(directory: str | Path, *, api: int = 2, workers: int = 2, port: int | Non
             start_replica(c, "worker", f"worker-{i + 1}", wait=False)
         wait_healthy(c, apis, timeout)
         _start_nginx(c)
-        wait_ready(c, max(30.0, timeout - (time.monotonic() - t0)))
+        left = max(30.0, timeout - (time.monotonic() - t0))
+        if workers:
+            wait_ready(c, left)
+        else:  # /api/ready needs a live worker: with none, the API answering is all
+            _wait_for("/api/health through nginx",
+                      lambda: http_get(c.url + "/api/health", 5)[0] == 200, apis, left)
     except BaseException:
         log("start failed; stopping what was started")
         with contextlib.suppress(Exception):
@@ -912,7 +931,7 @@ def status(target: Cluster | str | Path) -> dict[str, Any]:
     return out
 
 
-# -- command line -------------------------------------------------------------------------------
+# -- command line -----------------------------------------------------------------------------
 def _env_pair(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
@@ -967,4 +986,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `... status | head` ends quietly
     sys.exit(main())

@@ -168,7 +168,7 @@ def scenario(cluster) -> SimpleNamespace:
     assert len({p.home for p in c.processes if p.home}) == 4  # a home per process
     assert api.get("/api/ready").json()["checks"]["workers"] == 2
 
-    # -- a data set made here, uploaded and imported through nginx --------------------------
+    # -- a data set made here, uploaded and imported through nginx ----------------------------
     files = [("files", (f"{style}/{i:02d}.png", _png(s, i), "image/png"))
              for s, style in enumerate(("warm", "cool")) for i in range(20)]
     r = api.post("/api/datasets", data={"name": DATASET}, files=files)
@@ -195,7 +195,7 @@ def scenario(cluster) -> SimpleNamespace:
         ckpt_before = _checkpoint_steps(run_dir)
         assert ckpt_before, f"no checkpoint in {run_dir} at step {job['step']}"
 
-        # -- kill -9 one API replica and the worker holding the job --------------------------
+        # -- kill -9 one API replica and the worker holding the job ---------------------------
         holders = [w for w in api.get("/api/workers").json()["items"]
                    if w["job_id"] == job_id]
         assert len(holders) == 1, holders
@@ -299,3 +299,19 @@ def test_the_run_samples_are_served(scenario):
     r = sc.api.get(f"/api/jobs/{sc.job_id}/samples/{on_disk[-1]}")
     assert r.status_code == 200 and r.content.startswith(b"\x89PNG")
     assert "sample" in [e for e, _ in sc.events.events], "no `sample` event arrived"
+
+
+def test_a_new_replica_joins_behind_nginx(scenario):
+    """start_replica with a new name: started, added to nginx's upstreams, served."""
+    c = scenario.c
+    new = local_cluster.start_replica(c, "api", "api-3", timeout=120)
+    assert local_cluster.load(c.dir).nginx["upstreams"] == ["api-1", "api-2", "api-3"]
+    seen = set()
+    with httpx.Client(base_url=c.url, timeout=30) as api:
+        for _ in range(30):
+            r = api.get(f"/api/jobs/{scenario.job_id}")
+            assert r.status_code == 200 and r.json()["state"] == "succeeded"
+            seen.add(r.headers["x-upstream-addr"])
+            if f"127.0.0.1:{new.port}" in seen:
+                break
+    assert f"127.0.0.1:{new.port}" in seen, seen

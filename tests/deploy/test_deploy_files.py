@@ -27,7 +27,7 @@ COMPOSE = DEPLOY / "compose.yaml"
 DOCKERFILE = DEPLOY / "Dockerfile"
 
 
-# -- the configuration's text ------------------------------------------------------------------
+# -- the configuration's text -----------------------------------------------------------------
 def _block(conf: str, header: str) -> str:
     """The body of the first `header {` ... `}` block (nested braces counted)."""
     start = conf.index(header + " {") + len(header) + 2
@@ -109,7 +109,7 @@ def test_nginx_accepts_both_configurations(tmp_path):
     assert ok, out
 
 
-# -- nginx in front of two stub replicas ---------------------------------------------------------
+# -- nginx in front of two stub replicas ------------------------------------------------------
 # A stub replica in its own process (so it can be killed like one): answers JSON with its
 # port, the path and the request headers; /…/events streams two events 1.5 s apart.
 STUB = r"""
@@ -256,7 +256,7 @@ def test_nginx_passes_job_events_unbuffered(proxied):
     assert t_first < 1.0, f"the first event took {t_first:.2f} s: nginx buffered the stream"
 
 
-# -- compose.yaml --------------------------------------------------------------------------------
+# -- compose.yaml -----------------------------------------------------------------------------
 def test_compose_topology():
     spec = yaml.safe_load(COMPOSE.read_text())
     services = spec["services"]
@@ -296,7 +296,7 @@ def test_compose_topology():
     assert any(str(p).endswith(f":{listen}") for p in nginx["ports"])
 
 
-# -- Dockerfile --------------------------------------------------------------------------------------
+# -- Dockerfile -------------------------------------------------------------------------------
 def test_dockerfile():
     text = DOCKERFILE.read_text()
     lines = [line.strip() for line in text.splitlines()]
@@ -322,7 +322,7 @@ def test_dockerfile():
         assert re.search(rf"^{extra} = \[", pyproject, flags=re.M), extra
 
 
-# -- the local cluster's command line -----------------------------------------------------------
+# -- the local cluster's command line ---------------------------------------------------------
 def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([str(DEPLOY / "local-cluster"), *args], capture_output=True,
                           text=True, timeout=60, env={**os.environ, "PYTHON": sys.executable,
