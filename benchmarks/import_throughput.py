@@ -42,7 +42,7 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pc-import-bench-"))
     os.environ["POLYCHROME_HOME"] = str(work / "home")
-    from polychrome.data.store import import_dataset  # after POLYCHROME_HOME is set
+    from polychrome.persistence.datasets import import_dataset  # after POLYCHROME_HOME is set
 
     try:
         t0 = time.perf_counter()

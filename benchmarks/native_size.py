@@ -53,7 +53,7 @@ from PIL import Image, ImageDraw
 from polychrome.errors import ConfigError, PolychromeError
 from polychrome.imageio import decode_image, encode_png
 from polychrome.models.base import GANModel
-from polychrome.models.store import load_model
+from polychrome.persistence.models import load_model
 from polychrome.pipelines.recipe import ContentCache
 from polychrome.pipelines.style import Restyler, restyle
 from polychrome.pipelines.style_codes import is_native, size_multiple

@@ -66,7 +66,7 @@ from polychrome.imageio import encode_png
 from polychrome.metrics.evaluator import OfflineEvaluator, dataset_identity, train_evaluator
 from polychrome.metrics.translation import ssim, training_split
 from polychrome.models.base import GANModel
-from polychrome.models.store import load_model
+from polychrome.persistence.models import load_model
 from polychrome.pipelines.style import Restyler
 from polychrome.pipelines.style_codes import Picture, is_native, resize_long_side, style_view
 from polychrome.settings import get_settings

@@ -64,7 +64,7 @@ from polychrome.errors import ConfigError
 from polychrome.imageio import decode_image, encode_png
 from polychrome.metrics import restoration as R
 from polychrome.models.base import GANModel
-from polychrome.models.store import load_model
+from polychrome.persistence.models import load_model
 from polychrome.pipelines.restore import require_restoration, restore
 from polychrome.utils.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from polychrome.utils.grid import BACKGROUND, CELL_BACKGROUND, PAD, TEXT

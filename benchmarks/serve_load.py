@@ -37,7 +37,7 @@ def _register_model(home: Path, resolution: int, width: int) -> None:
     import torch
 
     from polychrome.models import create_model
-    from polychrome.models.store import add_model_version
+    from polychrome.persistence.models import add_model_version
 
     torch.manual_seed(0)
     model = create_model("dcgan", resolution=resolution, width=width, z_dim=64, num_domains=4)

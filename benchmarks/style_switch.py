@@ -99,7 +99,7 @@ def main() -> None:
 
         os.environ.setdefault("POLYCHROME_HOME", home)
         if args.model:
-            from polychrome.models.store import load_model
+            from polychrome.persistence.models import load_model
 
             models = [(args.model, load_model(args.model))]
         else:

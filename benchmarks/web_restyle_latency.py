@@ -33,7 +33,7 @@ def main() -> None:
     from fastapi.testclient import TestClient
 
     from polychrome.models import create_model
-    from polychrome.models.store import add_model_version
+    from polychrome.persistence.models import add_model_version
     from polychrome.serving.app import create_app
 
     model = create_model("stargan", resolution=args.resolution, num_domains=3)

@@ -10,7 +10,7 @@ from PIL import Image
 from tests.serving.live import start_server
 
 from polychrome.imageio import read_png_metadata
-from polychrome.models.bundled import bundled_model_dirs
+from polychrome.persistence.bundled import bundled_model_dirs
 from polychrome.pipelines.showcase import example_pictures
 
 DEFAULTS = {"emoji-stargan": "translation", "emoji-stylegan": "noise"}

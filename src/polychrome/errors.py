@@ -55,3 +55,15 @@ class CheckpointError(PolychromeError):
 
 class TrainingError(PolychromeError):
     code = "training_error"
+
+
+class QueueFull(PolychromeError):
+    code = "queue_full"
+    http_status = 503
+
+
+class JobStateError(PolychromeError):
+    """An action that the job's current state does not allow (e.g. cancel a finished job)."""
+
+    code = "job_state"
+    http_status = 409

@@ -127,7 +127,7 @@ def load_model_on(model: GANModel | str, device: str | torch.device) -> GANModel
     """A model object (moved to `device`, eval mode) or a store spec loaded onto it."""
     if isinstance(model, GANModel):
         return model.to(device).eval()
-    from .models.store import load_model
+    from .persistence.models import load_model
 
     return load_model(str(model), device=str(device))
 

@@ -22,11 +22,24 @@ def _default_home() -> Path:
 
 
 class Settings(BaseSettings):
-    """All state lives under `home` (env `POLYCHROME_HOME`, default ~/.polychrome)."""
+    """All state lives under `home` (env `POLYCHROME_HOME`, default ~/.polychrome).
+
+    Several machines share one deployment by pointing `database_url` at PostgreSQL,
+    `queue_url` at Redis and `storage_root` at a filesystem they all mount (datasets, runs,
+    models, gallery, live sessions); each machine keeps its own `home` (settings, the local
+    SQLite files when no URL is given) and `cache_dir` (packed training caches, scratch).
+    """
 
     model_config = SettingsConfigDict(env_prefix="POLYCHROME_", extra="ignore")
 
     home: Path = Field(default_factory=_default_home)
+    # "" = the embedded SQLite file <home>/db.sqlite (WAL); or a SQLAlchemy URL such as
+    # postgresql+psycopg://user:password@host:5432/polychrome (the `scale` extra).
+    database_url: str = ""
+    # Shared files (datasets, runs, models, gallery, sessions); None = home.
+    storage_root: Path | None = None
+    # Per-machine caches (packed training caches, derived inputs); None = <home>/cache.
+    cache_dir: Path | None = None
     # Safe decoder: cap on width*height read from the header, before decoding.
     max_pixels: int = 40_000_000
     # Archive caps (per member, whole archive, member count, compression ratio).
@@ -112,29 +125,70 @@ class Settings(BaseSettings):
         return self.home / "db.sqlite"
 
     @property
+    def db_url(self) -> str:
+        """The database this process uses: `database_url`, else the embedded SQLite file."""
+        return self.database_url.strip() or f"sqlite:///{self.db_path}"
+
+    @property
+    def storage(self) -> Path:
+        """The root every stored path (dataset, run, model, gallery file) is relative to."""
+        return self.storage_root if self.storage_root is not None else self.home
+
+    @property
+    def cache(self) -> Path:
+        return self.cache_dir if self.cache_dir is not None else self.home / "cache"
+
+    @property
     def datasets_dir(self) -> Path:
-        return self.home / "datasets"
+        return self.storage / "datasets"
 
     @property
     def runs_dir(self) -> Path:
-        return self.home / "runs"
+        return self.storage / "runs"
 
     @property
     def models_dir(self) -> Path:
-        return self.home / "models"
+        return self.storage / "models"
 
     @property
     def gallery_dir(self) -> Path:
-        return self.home / "gallery"
+        return self.storage / "gallery"
+
+    @property
+    def sessions_dir(self) -> Path:
+        """Live restyle sessions (upload, references, recipe): any replica can rebuild one."""
+        return self.storage / "sessions"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.storage / "uploads"
+
+    @property
+    def inbox_dir(self) -> Path:
+        return self.storage / "inbox"
 
     @property
     def tmp_dir(self) -> Path:
-        """Scratch space inside home, so renames into place are atomic."""
-        return self.home / "tmp"
+        """Scratch space on the storage root, so renames into place are atomic (and request
+        bodies spool here, never to the system's /tmp)."""
+        return self.storage / "tmp"
+
+    def stored(self, path: str | Path) -> Path:
+        """A path as kept in the database (relative to the storage root) made absolute."""
+        p = Path(path)
+        return p if p.is_absolute() else self.storage / p
+
+    def to_stored(self, path: str | Path) -> str:
+        """The database form of a path: relative to the storage root when it lies inside."""
+        p = Path(path)
+        try:
+            return p.resolve().relative_to(self.storage.resolve()).as_posix()
+        except ValueError:
+            return str(p)
 
     def ensure_dirs(self) -> None:
-        for d in (self.home, self.datasets_dir, self.runs_dir, self.models_dir,
-                  self.gallery_dir, self.tmp_dir):
+        for d in (self.home, self.storage, self.datasets_dir, self.runs_dir, self.models_dir,
+                  self.gallery_dir, self.tmp_dir, self.cache):
             d.mkdir(parents=True, exist_ok=True)
 
 

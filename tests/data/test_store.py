@@ -28,7 +28,11 @@ from imagegen import (
 )
 from polychrome.data.clean import pixel_sha256
 from polychrome.data.preview import preview_grid, write_preview
-from polychrome.data.store import (
+from polychrome.errors import DatasetError, NotFound
+from polychrome.imageio import decode_image
+from polychrome.persistence.datasets import (
+    DatasetImage,
+    DatasetVersion,
     dataset_report,
     export_dataset,
     import_dataset,
@@ -37,9 +41,9 @@ from polychrome.data.store import (
     resolve_dataset,
     show_dataset,
 )
-from polychrome.db import DatasetImage, DatasetVersion, get_engine, session_scope
-from polychrome.errors import DatasetError, NotFound
-from polychrome.imageio import decode_image
+from polychrome.persistence.db import get_engine, session_scope
+
+pytestmark = pytest.mark.database  # on SQLite and on PostgreSQL
 
 REASONS = ("corrupt", "too_small", "duplicate", "unsupported", "unsafe")
 
@@ -231,17 +235,28 @@ def test_failed_imports_leave_nothing(tmp_path, polychrome_home):
     assert_nothing_left(polychrome_home, "junk")
 
 
-def test_failed_db_insert_removes_the_directory(messy, polychrome_home):
-    """A real SQLite failure half-way through the transaction (a trigger that aborts the
+def test_failed_db_insert_removes_the_directory(messy, polychrome_home, db_backend):
+    """A real database failure half-way through the transaction (a trigger that aborts the
     image rows) must roll back the version row and delete the renamed directory."""
+    if db_backend == "sqlite":
+        create = ["CREATE TRIGGER no_images BEFORE INSERT ON dataset_images "
+                  "BEGIN SELECT RAISE(ABORT, 'disk full, say'); END"]
+        drop = ["DROP TRIGGER no_images"]
+    else:
+        create = ["CREATE FUNCTION no_images() RETURNS trigger AS $$ BEGIN "
+                  "RAISE EXCEPTION 'disk full, say'; END $$ LANGUAGE plpgsql",
+                  "CREATE TRIGGER no_images BEFORE INSERT ON dataset_images "
+                  "FOR EACH ROW EXECUTE FUNCTION no_images()"]
+        drop = ["DROP TRIGGER no_images ON dataset_images", "DROP FUNCTION no_images()"]
     with get_engine().begin() as conn:
-        conn.execute(text("CREATE TRIGGER no_images BEFORE INSERT ON dataset_images "
-                          "BEGIN SELECT RAISE(ABORT, 'disk full, say'); END"))
+        for sql in create:
+            conn.execute(text(sql))
     with pytest.raises(Exception, match="disk full"):
         import_dataset(messy, "doomed")
     assert_nothing_left(polychrome_home, "doomed")
     with get_engine().begin() as conn:
-        conn.execute(text("DROP TRIGGER no_images"))
+        for sql in drop:
+            conn.execute(text(sql))
     assert import_dataset(messy, "doomed")["version"] == 1
 
 

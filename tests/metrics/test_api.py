@@ -13,7 +13,7 @@ from polychrome.errors import ConfigError
 from polychrome.metrics.api import evaluate_generator, make_training_evaluator, resolve_extractor
 from polychrome.metrics.evaluator import train_evaluator
 from polychrome.models import create_model
-from polychrome.models.store import add_model_version, show_model
+from polychrome.persistence.models import add_model_version, show_model
 
 from .toydata import toy_packed
 

@@ -19,7 +19,7 @@ from polychrome.data.degrade import degrade_sr
 from polychrome.imageio import from_tensor, to_tensor
 from polychrome.metrics import restoration as R
 from polychrome.models import create_model
-from polychrome.models.store import add_model_version, show_model
+from polychrome.persistence.models import add_model_version, show_model
 from polychrome.pipelines.restore import grey_u8, restore_array
 
 pytestmark = pytest.mark.usefixtures("one_thread")

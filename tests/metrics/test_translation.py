@@ -20,7 +20,7 @@ from polychrome.metrics.translation import (
     translation_metrics,
 )
 from polychrome.models import create_model
-from polychrome.models.store import add_model_version, show_model
+from polychrome.persistence.models import add_model_version, show_model
 
 from .toydata import toy_packed, write_dataset
 

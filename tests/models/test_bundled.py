@@ -9,7 +9,10 @@ from tests.pipelines.stylehelpers import STYLES, save_tiny
 from tests.pipelines.test_native_size import save_native
 
 from polychrome.cli.main import main
-from polychrome.models import bundled, store
+from polychrome.persistence import bundled
+from polychrome.persistence import models as store
+
+pytestmark = pytest.mark.database  # on SQLite and on PostgreSQL
 
 
 @pytest.fixture

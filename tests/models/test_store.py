@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from polychrome.cli.main import main
-from polychrome.db import ModelVersion, session_scope
 from polychrome.errors import ModelError, NotFound
 from polychrome.models import create_model
-from polychrome.models.store import (
+from polychrome.persistence.db import session_scope
+from polychrome.persistence.models import (
+    ModelVersion,
     add_model_version,
     list_models_registered,
     load_model,
@@ -21,6 +22,8 @@ from polychrome.models.store import (
     show_model,
     update_metrics,
 )
+
+pytestmark = pytest.mark.database  # on SQLite and on PostgreSQL
 
 STYLES = ["ink", "neon", "pastel"]
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from polychrome.cli.main import main
 from polychrome.imageio import decode_image, read_png_metadata
-from polychrome.models.store import add_model_version
+from polychrome.persistence.models import add_model_version
 from polychrome.pipelines.style import regenerate_style, restyle
 
 from .stylehelpers import save_tiny, write_picture

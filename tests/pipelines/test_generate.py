@@ -14,7 +14,7 @@ from polychrome.cli.main import main
 from polychrome.errors import PolychromeError
 from polychrome.imageio import decode_image, read_png_metadata
 from polychrome.models import create_model
-from polychrome.models.store import add_model_version, load_model
+from polychrome.persistence.models import add_model_version, load_model
 from polychrome.pipelines import generate, regenerate, save_images
 
 STYLES = ["ink", "neon", "pastel"]

@@ -13,7 +13,7 @@ import torch
 from polychrome.cli.main import main
 from polychrome.errors import PolychromeError
 from polychrome.imageio import decode_image, read_png_metadata
-from polychrome.models.store import load_model
+from polychrome.persistence.models import load_model
 from polychrome.pipelines.animate import interpolate
 from polychrome.pipelines.style import Restyler, mix, regenerate_style, restyle
 from polychrome.settings import get_settings

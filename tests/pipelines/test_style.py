@@ -12,7 +12,7 @@ from PIL import Image
 
 from polychrome.errors import ImageRejected, PolychromeError
 from polychrome.imageio import decode_image, read_png_metadata, to_tensor
-from polychrome.models.store import load_model
+from polychrome.persistence.models import load_model
 from polychrome.pipelines import generate, stylebank
 from polychrome.pipelines.animate import interpolate, mp4_available, write_animation
 from polychrome.pipelines.style import (

@@ -15,7 +15,7 @@ from polychrome.cli.main import main
 from polychrome.colour import luma
 from polychrome.imageio import decode_image, read_png_metadata
 from polychrome.models import create_model
-from polychrome.models.store import add_model_version
+from polychrome.persistence.models import add_model_version
 from polychrome.pipelines.restore import restore
 
 pytestmark = pytest.mark.usefixtures("one_thread")

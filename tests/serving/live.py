@@ -47,6 +47,10 @@ class LiveServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def stored(self, path: str) -> Path:
+        """A path the API answers (relative to the storage root, here the home) on disk."""
+        return self.home / path
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -157,7 +161,7 @@ def register_tiny(home: Path, arch: str, name: str, styles: list[str], *,
     import torch
 
     from polychrome.models import create_model
-    from polychrome.models.store import add_model_version
+    from polychrome.persistence.models import add_model_version
 
     old = os.environ.get("POLYCHROME_HOME")
     os.environ["POLYCHROME_HOME"] = str(home)

@@ -7,9 +7,11 @@ import pytest
 
 from polychrome.errors import NotFound
 from polychrome.imageio import encode_png, read_png_metadata
-from polychrome.serving import gallery
+from polychrome.persistence import gallery
 from polychrome.serving.security import TokenBucket
 from polychrome.settings import Settings, get_settings
+
+pytestmark = pytest.mark.database  # on SQLite and on PostgreSQL
 
 
 def _add(model: str, style: str, seed: int) -> dict:

@@ -9,7 +9,7 @@ import torch
 
 from polychrome.errors import NotFound, PolychromeError
 from polychrome.models import create_model
-from polychrome.models.store import add_model_version
+from polychrome.persistence.models import add_model_version
 from polychrome.pipelines.generate import generate
 from polychrome.serving.inference import GenRequest, MicroBatcher, PipelineCache
 from polychrome.serving.observability import Metrics

@@ -10,9 +10,11 @@ import pytest
 from huey.registry import Message
 
 from polychrome.errors import NotFound
+from polychrome.persistence import jobs as store
 from polychrome.serving.errors import JobStateError, QueueFull
-from polychrome.serving.jobs import store
 from polychrome.serving.jobs.queue import JSONSerializer, enqueue_job, get_huey
+
+pytestmark = pytest.mark.database  # on SQLite and on PostgreSQL
 
 
 def test_json_serializer_round_trips_huey_messages_without_pickle():
@@ -96,3 +98,46 @@ def test_a_job_that_keeps_losing_its_worker_fails_eventually():
         assert reclaimed == ([job["id"]] if attempt < 3 else [])
     failed = store.get_job(job["id"])
     assert failed["state"] == "failed" and failed["error"]["code"] == "worker_lost"
+
+
+def _claim_all(url: str, home: str, ids: list[str], owner: str, start, q) -> None:
+    import os
+
+    os.environ["POLYCHROME_HOME"] = home
+    if url:
+        os.environ["POLYCHROME_DATABASE_URL"] = url
+    from polychrome.persistence import jobs as pstore
+
+    pstore.count_by_state()  # connect before the race starts
+    start.wait(60)
+    q.put((owner, [j for j in ids if pstore.claim(j, owner, lease_s=60)]))
+
+
+def test_processes_racing_for_the_same_jobs_claim_each_exactly_once(polychrome_home):
+    """Several worker processes (as on several machines) claim from one database at the
+    same moment: every job is won by exactly one of them."""
+    import multiprocessing as mp
+    import os
+
+    ids = [store.create_job("import", {"name": f"d{i}"}, queue_max=100)["id"]
+           for i in range(24)]
+    ctx = mp.get_context("spawn")
+    start, q = ctx.Event(), ctx.Queue()
+    url = os.environ.get("POLYCHROME_DATABASE_URL", "")
+    procs = [ctx.Process(target=_claim_all, args=(url, str(polychrome_home), ids,
+                                                  f"host{i}:{100 + i}:w", start, q))
+             for i in range(4)]
+    for p in procs:
+        p.start()
+    time.sleep(1.0)
+    start.set()
+    won = dict(q.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(30)
+    claimed = [j for js in won.values() for j in js]
+    assert sorted(claimed) == sorted(ids)  # each exactly once, none lost
+    for owner, js in won.items():
+        for j in js:
+            job = store.get_job(j)
+            assert job["state"] == "running" and job["attempts"] == 1
+            assert store.renew(j, owner, 30) == (True, False)

@@ -27,8 +27,8 @@ SERVER_ENV = {"POLYCHROME_NATIVE_MAX_SIDE": "256"}
 
 def _dataset(home, name: str) -> None:
     """A tiny picture set in the store of `home` (for the train-job checks)."""
-    from polychrome.data.store import import_dataset
     from polychrome.data.synthetic import make_shapes_dataset
+    from polychrome.persistence.datasets import import_dataset
 
     old = os.environ.get("POLYCHROME_HOME")
     os.environ["POLYCHROME_HOME"] = str(home)

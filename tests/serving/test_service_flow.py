@@ -96,7 +96,8 @@ def test_train_with_sse_then_generate_and_gallery(live, dataset, tiny_train):
         decode_image(img.content)
         job = c.get(f"/api/jobs/{job_id}").json()
         assert job["progress"] == 1.0 and job["result"]["model"]["name"] == "tiny"
-        assert Path(job["run_dir"], "checkpoints").is_dir()
+        assert not Path(job["run_dir"]).is_absolute()  # no server paths in answers
+        assert live.stored(job["run_dir"]).joinpath("checkpoints").is_dir()
 
         # The model is registered and described.
         models = c.get("/api/models").json()["items"]
@@ -177,7 +178,7 @@ def test_kill_9_worker_mid_training_resumes_from_checkpoint(live, dataset, tiny_
                       "model_config": {"width": 16, "z_dim": 16}}
     with live.client() as c:
         job = c.post("/api/jobs", json=body).json()
-        run_dir = Path(job["run_dir"])
+        run_dir = live.stored(job["run_dir"])
 
         def past_checkpoint():
             j = c.get(f"/api/jobs/{job['id']}").json()
@@ -221,6 +222,6 @@ def test_cancel_running_training(live, dataset, tiny_train):
         done = wait_job(c, job["id"], timeout=60)
         assert done["state"] == "cancelled" and done["error"]["code"] == "cancelled"
         # The loop checkpointed before stopping, so the run could be resumed.
-        assert list(Path(done["run_dir"], "checkpoints").glob("step-*"))
+        assert list(live.stored(done["run_dir"]).joinpath("checkpoints").glob("step-*"))
         assert c.post(f"/api/jobs/{job['id']}/cancel").status_code == 409
         assert c.get("/api/models/cancelled").status_code == 404

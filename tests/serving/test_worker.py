@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from polychrome.data.synthetic import make_shapes_dataset
+from polychrome.persistence import jobs as store
 from polychrome.serving.app import create_app
-from polychrome.serving.jobs import store
 from polychrome.serving.jobs.queue import get_huey
 from polychrome.serving.jobs.worker import Worker
 
@@ -114,7 +114,7 @@ def test_eval_job_measures_a_model_and_records_it(polychrome_home, fast):
     import torch
 
     from polychrome.models import create_model
-    from polychrome.models.store import add_model_version, show_model
+    from polychrome.persistence.models import add_model_version, show_model
 
     client = InProcessClient()
     job = _inbox_job(client, polychrome_home)

@@ -55,7 +55,7 @@ def load_upscaler(upscale: str | None, upscaler: str | None, device: str,
             raise PolychromeError("--upscaler names the model for --upscale: give the factor "
                                   "too (--upscale 2 or 4)", code="bad_request")
         return None
-    from ..models.store import load_model
+    from ..persistence.models import load_model
     from ..pipelines.restore import check_upscaler, default_upscaler
 
     sr = load_model(upscaler or default_upscaler(upscale, styles), device=device)

@@ -33,7 +33,7 @@ def import_cmd(src: str, name: str, min_size: int, as_json: bool) -> None:
     """Import SRC: a folder, .zip or .tar(.gz) with one sub-folder per style."""
     from tqdm import tqdm
 
-    from ..data.store import import_dataset
+    from ..persistence.datasets import import_dataset
 
     bar = tqdm(desc=f"importing {name}", unit="file", file=sys.stderr,
                disable=as_json or not sys.stderr.isatty())
@@ -61,7 +61,7 @@ def import_cmd(src: str, name: str, min_size: int, as_json: bool) -> None:
 @json_option
 def list_cmd(as_json: bool) -> None:
     """List datasets with their versions."""
-    from ..data.store import list_datasets
+    from ..persistence.datasets import list_datasets
 
     datasets = list_datasets()
     if as_json:
@@ -83,7 +83,7 @@ def list_cmd(as_json: bool) -> None:
 @json_option
 def show_cmd(name: str, version: int | None, with_report: bool, as_json: bool) -> None:
     """Counts per style, image sizes, source and rejections of a dataset version."""
-    from ..data.store import dataset_report, show_dataset
+    from ..persistence.datasets import dataset_report, show_dataset
 
     info = show_dataset(name, version)
     report = dataset_report(name, info["version"]) if with_report else None
@@ -134,7 +134,7 @@ def preview_cmd(name: str, version: int | None, out: str, per_domain: int, cell:
 @json_option
 def export_cmd(name: str, version: int | None, out: str, as_json: bool) -> None:
     """Write a re-importable zip backup (one folder per style plus the manifest)."""
-    from ..data.store import export_dataset
+    from ..persistence.datasets import export_dataset
 
     path = export_dataset(name, Path(out), version)
     if as_json:
@@ -149,7 +149,7 @@ def export_cmd(name: str, version: int | None, out: str, as_json: bool) -> None:
 @json_option
 def remove_cmd(name: str, version: int | None, as_json: bool) -> None:
     """Remove a dataset version (or, without --version, all versions). No questions asked."""
-    from ..data.store import remove_dataset
+    from ..persistence.datasets import remove_dataset
 
     removed = remove_dataset(name, version)
     if as_json:

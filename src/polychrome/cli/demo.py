@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..models.store import load_model
+from ..persistence.models import load_model
 from ..pipelines.showcase import write_showcase
 from .common import echo, emit_json, json_option
 from .main import app

@@ -35,7 +35,7 @@ def generate_cmd(model: str, n: int, seed: int, style: str | None, truncation: f
     """
     from tqdm import tqdm
 
-    from ..models.store import load_model
+    from ..persistence.models import load_model
     from ..pipelines.generate import generate, save_images
 
     m = load_model(model, device=device)

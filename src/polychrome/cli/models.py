@@ -36,7 +36,7 @@ def _metrics_line(metrics: dict) -> str:
 @json_option
 def list_cmd(as_json: bool) -> None:
     """List registered models (latest version of each)."""
-    from ..models.store import list_models_registered
+    from ..persistence.models import list_models_registered
 
     models = list_models_registered()
     if as_json:
@@ -56,7 +56,7 @@ def list_cmd(as_json: bool) -> None:
 @json_option
 def show_cmd(name: str, as_json: bool) -> None:
     """Show a model's versions and card (NAME or NAME:VERSION)."""
-    from ..models.store import show_model
+    from ..persistence.models import show_model
 
     info = show_model(name)
     if as_json:
@@ -76,7 +76,7 @@ def show_cmd(name: str, as_json: bool) -> None:
 @json_option
 def register_cmd(run_dir: Path, name: str, which: str, as_json: bool) -> None:
     """Export a training run's EMA generator and register it as a new version of NAME."""
-    from ..models.store import add_model_version, validate_model_name
+    from ..persistence.models import add_model_version, validate_model_name
     from ..settings import get_settings
 
     validate_model_name(name)
@@ -107,7 +107,7 @@ def register_cmd(run_dir: Path, name: str, which: str, as_json: bool) -> None:
 @json_option
 def remove_cmd(name: str, version: int | None, as_json: bool) -> None:
     """Remove a model's files and index entries (one version or all)."""
-    from ..models.store import remove_model
+    from ..persistence.models import remove_model
 
     removed = remove_model(name, version)
     if as_json:

@@ -124,7 +124,7 @@ def serve_cmd(ctx: click.Context, host: str | None, port: int | None, workers: i
 def worker_cmd(max_jobs: int | None, idle_exit: float | None, as_json: bool) -> None:
     """Run queued jobs (import / train / eval) until stopped; SIGTERM checkpoints first."""
     # Import the job code now, not when the first job arrives (seconds on a busy machine).
-    from ..data import store as _data_store  # noqa: F401
+    from ..persistence import datasets as _datasets  # noqa: F401
     from ..serving.jobs.worker import Worker
     from ..training import train as _train  # noqa: F401
 

@@ -286,7 +286,7 @@ def styles_group() -> None:
 @json_option
 def styles_list(model: str, as_json: bool) -> None:
     """List MODEL's learned styles and saved (bank) styles."""
-    from ..models.store import load_model
+    from ..persistence.models import load_model
     from ..pipelines import stylebank
     from ..sampling import model_identity
 
@@ -314,7 +314,7 @@ def styles_list(model: str, as_json: bool) -> None:
 @json_option
 def styles_remove(model: str, name: str, as_json: bool) -> None:
     """Remove saved style NAME from MODEL's style bank."""
-    from ..models.store import load_model
+    from ..persistence.models import load_model
     from ..pipelines import stylebank
 
     m = load_model(model)

@@ -54,7 +54,7 @@ def _check_store_name(name: str | None) -> None:
     if not name:
         return
     try:
-        from ..models.store import validate_model_name
+        from ..persistence.models import validate_model_name
     except ImportError:
         return
     validate_model_name(name)

@@ -1,11 +1,11 @@
 """Packed uint8 training cache: one safetensors file per (dataset version, resolution, fit).
 
-Layout, beside the dataset version it was built from:
+Layout, in this machine's cache directory (a dataset given by path keeps it in `cache/` inside):
 
-    datasets/<name>/<version>/cache/<resolution>-<fit>.safetensors
+    <cache_dir>/datasets/<name>/<version>/<resolution>-<fit>.safetensors
         images  uint8 (N, 3, R, R)
         labels  int64 (N,)  index into `domains`
-    datasets/<name>/<version>/cache/<resolution>-<fit>.json
+    <cache_dir>/datasets/<name>/<version>/<resolution>-<fit>.json
         {"format", "domains", "files", "fit", "resolution", "manifest_sha256", "count"}
 
 The cache is built once (decode with the project's one decoder, square it, resize
@@ -155,9 +155,23 @@ def heldout_stems(files: Sequence[str], heldout_fraction: float = 0.1, seed: int
 
 
 # -- building --------------------------------------------------------------------------
+def cache_root(dataset_dir: Path) -> Path:
+    """Where the packed caches of one dataset version live: this machine's cache directory
+    (`Settings.cache`) for a stored dataset -- the store may be a shared filesystem, and a
+    cache is rebuilt per machine, checked against the manifest -- or the version directory
+    itself for a dataset given by path."""
+    settings = get_settings()
+    dataset_dir = Path(dataset_dir).resolve()
+    try:
+        rel = dataset_dir.relative_to(settings.datasets_dir.resolve())
+    except ValueError:
+        return dataset_dir / "cache"
+    return settings.cache / "datasets" / rel
+
+
 def cache_paths(dataset_dir: Path, resolution: int, fit: str) -> tuple[Path, Path]:
     """(safetensors path, json path) of one cache entry."""
-    stem = Path(dataset_dir) / "cache" / f"{resolution}-{fit}"
+    stem = cache_root(dataset_dir) / f"{resolution}-{fit}"
     return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
 
 
@@ -388,13 +402,10 @@ def resolve_dataset_dir(dataset: str | Path, version: int | None = None) -> Path
     m = re.fullmatch(r"(.+):(\d+)", dataset)
     if m and version is None:
         name, version = m.group(1), int(m.group(2))
+    from ..persistence.datasets import resolve_dataset
+
     try:
-        from .store import resolve_dataset  # owned by the store; absent in early checkouts
-    except ImportError:
-        return _resolve_on_disk(name, version)
-    try:
-        path = Path(resolve_dataset(name, version).path)
-        return path if path.is_absolute() else get_settings().home / path
+        return get_settings().stored(resolve_dataset(name, version).path)
     except NotFound:
         # A dataset laid out on disk but not indexed (tests, hand-made sets) still loads.
         return _resolve_on_disk(name, version)

@@ -4,12 +4,12 @@ Instead of squaring every picture to R x R (fit "crop" / "pad"), the packed stor
 each picture at its own aspect, downscaled once so its shorter side is at most
 `max_side` (never upscaled), all rows in one flat uint8 buffer:
 
-    datasets/<name>/<version>/cache/crops-<max_side>.safetensors
+    <cache_dir>/datasets/<name>/<version>/crops-<max_side>.safetensors
         pixels   uint8 (T,)    every picture's (3, h, w) pixels, concatenated
         offsets  int64 (N,)    where row i starts in `pixels`
         shapes   int64 (N, 2)  (h, w) of row i
         labels   int64 (N,)
-    datasets/<name>/<version>/cache/crops-<max_side>.json   (domains, files, manifest sha)
+    <cache_dir>/datasets/<name>/<version>/crops-<max_side>.json   (domains, files, manifest sha)
 
 A training crop of side R at scale s (the picture's shorter side after a random
 downscale, log-uniform in `scale` = [lo, hi] pixels) is the square region of side
@@ -38,7 +38,14 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import ConfigError, DatasetError
 from ..utils.atomic import atomic_path, atomic_write_json
-from .cache import PackedDataset, _build_lock, _read_manifest, decode_entry, run_per_entry
+from .cache import (
+    PackedDataset,
+    _build_lock,
+    _read_manifest,
+    cache_root,
+    decode_entry,
+    run_per_entry,
+)
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +169,7 @@ class PackedCrops(PackedDataset):
 
 # -- building ------------------------------------------------------------------------------
 def crops_paths(dataset_dir: Path, max_side: int) -> tuple[Path, Path]:
-    stem = Path(dataset_dir) / "cache" / f"crops-{max_side}"
+    stem = cache_root(dataset_dir) / f"crops-{max_side}"
     return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
 
 

@@ -9,9 +9,9 @@ import numpy as np
 
 from ..errors import DatasetError
 from ..imageio import decode_image, encode_png
+from ..persistence.datasets import resolve_dataset
 from ..utils.atomic import atomic_write_bytes
 from ..utils.grid import labelled_grid
-from .store import resolve_dataset
 
 
 def preview_grid(name: str, version: int | None = None, per_domain: int = 8,

@@ -204,7 +204,7 @@ def evaluate_model(spec: str | GANModel, dataset: str | None = None, *,
     and, for a registered model and `record`, it is merged into the model card under the
     extractor's name.
     """
-    from ..models.store import load_model, update_metrics
+    from ..persistence.models import load_model, update_metrics
 
     t0 = time.perf_counter()
     model = spec if isinstance(spec, GANModel) else load_model(spec, device=str(device))

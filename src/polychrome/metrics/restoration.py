@@ -748,7 +748,7 @@ def evaluate_restoration_model(
     "seconds"} (+ "scales", "mask_seed", "mean_ab" and "mean_ab_from"); for a registered
     model and `record`, the summary goes on its card under "restoration [LABEL]".
     """
-    from ..models.store import load_model, update_metrics
+    from ..persistence.models import load_model, update_metrics
     from ..sampling import model_identity
 
     t0 = time.perf_counter()

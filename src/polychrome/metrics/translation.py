@@ -311,7 +311,7 @@ def evaluate_translation(model: GANModel, packed: PackedDataset, *, dataset_dir:
     """What `polychrome eval` reports for a translation model (hooked in metrics.api)."""
     import time
 
-    from ..models.store import update_metrics
+    from ..persistence.models import update_metrics
     from ..sampling import model_identity
     from .api import resolve_extractor
 

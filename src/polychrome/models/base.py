@@ -144,6 +144,7 @@ class GANModel(nn.Module):
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
             raise ModelError(f"{cfg_path} is not a valid model config: {e}",
                              code="not_a_model") from None
+        check_format_version(spec.get("format_version", 1), FORMAT_VERSION, f"model {cfg_path}")
         klass = get_model_class(arch)
         if cls is not GANModel and not issubclass(klass, cls):
             raise ModelError(f"{directory} holds a {arch!r}, not a {cls.name or cls.__name__}",
@@ -179,6 +180,17 @@ class GANModel(nn.Module):
         if names:
             return list(names)
         return [str(i) for i in range(self.config.num_domains)]
+
+
+def check_format_version(found: Any, supported: int, what: str) -> None:
+    """Refuse a file written by a newer Polychrome (a format this release cannot read)."""
+    if isinstance(found, bool) or not isinstance(found, int) or found < 1:
+        raise ModelError(f"{what}: format_version {found!r} is not a valid version",
+                         code="not_a_model")
+    if found > supported:
+        raise ModelError(f"{what} has format_version {found}, newer than this release "
+                         f"reads ({supported}): upgrade Polychrome to load it",
+                         code="newer_format")
 
 
 def _state_mismatch(net: nn.Module, state: dict[str, torch.Tensor]) -> str:

@@ -263,7 +263,7 @@ def default_upscaler(scale: Any, styles: list[str] | None = None) -> str:
     except (TypeError, ValueError):
         raise PolychromeError(f"upscale must be an integer factor, got {scale!r}",
                               code="bad_scale") from None
-    from ..models.store import restoration_models
+    from ..persistence.models import restoration_models
 
     fits = [m for m in restoration_models() if m["task"] == "sr" and s in m["scales"]]
     if fits:

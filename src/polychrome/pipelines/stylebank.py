@@ -2,8 +2,8 @@
 
 Layout (per model; written atomically, the JSON last so a listed entry is complete):
 
-    $POLYCHROME_HOME/stylebank/<model-name>/<style-name>.safetensors   code  float32 (D,)
-    $POLYCHROME_HOME/stylebank/<model-name>/<style-name>.json          what it is, where from
+    <storage_root>/stylebank/<model-name>/<style-name>.safetensors   code  float32 (D,)
+    <storage_root>/stylebank/<model-name>/<style-name>.json          what it is, where from
 
 <model-name> is the registry name (codes are shared by all versions of a model: a
 version other than the one that made the code is allowed, with a warning, since
@@ -62,7 +62,7 @@ def bank_key(model: GANModel) -> str:
 
 
 def bank_dir(model: GANModel) -> Path:
-    return get_settings().home / "stylebank" / bank_key(model)
+    return get_settings().storage / "stylebank" / bank_key(model)
 
 
 def code_kind(model: GANModel) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,10 +15,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import PolychromeError
+from ..persistence.gallery import store_generated
 from ..settings import Settings, get_settings
 from .deps import ServiceState
 from .errors import RateLimited
-from .gallery import store_generated
 from .inference import MicroBatcher, PipelineCache
 from .observability import Metrics, MetricsMiddleware
 from .routers import (
@@ -83,6 +84,10 @@ def create_app(settings: Settings | None = None, *, batching: bool | None = None
     """The API app. `batching` overrides settings.batching (the benchmark compares both)."""
     settings = settings or get_settings()
     settings.ensure_dirs()
+    # Request bodies above 1 MiB spool to a temporary file (Starlette's multipart parser
+    # gives no directory): keep them in the storage root's scratch space, never in the
+    # system's /tmp outside it.
+    tempfile.tempdir = str(settings.tmp_dir)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     metrics = Metrics()
     state = ServiceState(
@@ -99,9 +104,9 @@ def create_app(settings: Settings | None = None, *, batching: bool | None = None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        from ..db import get_engine
+        from ..persistence.db import get_engine
 
-        get_engine()  # create tables before the first request
+        get_engine()  # open (and migrate) the database before the first request
         yield
         await state.batcher.close()
 

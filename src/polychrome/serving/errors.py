@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import PolychromeError
+from ..errors import JobStateError, PolychromeError, QueueFull  # noqa: F401 (re-exported)
 
 
 class Unauthorized(PolychromeError):
@@ -24,21 +24,9 @@ class RateLimited(PolychromeError):
         self.retry_after = retry_after
 
 
-class QueueFull(PolychromeError):
-    code = "queue_full"
-    http_status = 503
-
-
 class GenerateTimeout(PolychromeError):
     code = "timeout"
     http_status = 504
-
-
-class JobStateError(PolychromeError):
-    """An action that the job's current state does not allow (e.g. cancel a finished job)."""
-
-    code = "job_state"
-    http_status = 409
 
 
 class BadRequest(PolychromeError):

@@ -40,7 +40,7 @@ REF_TTL_S = 2.0
 class Loaded:
     key: str  # name:version
     model: GANModel
-    ref: Any  # polychrome.models.store.ModelRef
+    ref: Any  # polychrome.persistence.models.ModelRef
     planner: BatchPlanner = dataclasses.field(default_factory=BatchPlanner)
 
 
@@ -58,7 +58,7 @@ class PipelineCache:
 
     def _resolve(self, spec: str) -> Any:
         """spec -> ModelRef, remembered for REF_TTL_S (a DB query per request otherwise)."""
-        from ..models.store import resolve_model
+        from ..persistence.models import resolve_model
 
         now = time.monotonic()
         with self._lock:
@@ -84,7 +84,7 @@ class PipelineCache:
     def get(self, spec: str) -> Loaded:
         """Resolve `spec` (name, name:version) and return the warm model (loading it once)."""
         from ..errors import NotFound
-        from ..models.store import NAME_RE, load_model
+        from ..persistence.models import NAME_RE, load_model
 
         name, _, version = spec.partition(":")
         if not NAME_RE.match(name) or (version and not re.fullmatch(r"[0-9]{1,9}", version)):

@@ -24,7 +24,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 class _JobsCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        from .jobs import store
+        from ..persistence import jobs as store
         from .jobs.queue import queued_messages
 
         jobs = GaugeMetricFamily("polychrome_jobs", "Jobs by state", labels=["state"])

@@ -179,7 +179,7 @@ class Estimator:
                  steps: int | None = None, resolution: int | None = None,
                  batch_size: int | None = None,
                  config: dict[str, Any] | None = None) -> dict[str, Any]:
-        from ..data.store import resolve_dataset
+        from ..persistence.datasets import resolve_dataset
 
         resolve_dataset(dataset)  # unknown dataset -> 404 before anything runs
         job = preset_job(arch, preset, steps=steps, resolution=resolution,

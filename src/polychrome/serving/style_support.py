@@ -174,7 +174,7 @@ def checked_size(size: int | str | None) -> int | None:
 
 # -- pictures kept for regeneration ------------------------------------------------------------
 def _inputs_dir() -> Any:
-    return get_settings().home / "cache" / "style-inputs"
+    return get_settings().cache / "style-inputs"
 
 
 def keep_pictures(*pictures: Any) -> None:

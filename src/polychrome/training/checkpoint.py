@@ -202,6 +202,10 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu"
         raise CheckpointError(f"cannot read checkpoint {path}: {e}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path / STATE_NAME} is not a polychrome checkpoint")
+    found = state.get("format_version", 1)
+    if isinstance(found, bool) or not isinstance(found, int) or not 1 <= found <= FORMAT_VERSION:
+        raise CheckpointError(f"{path / STATE_NAME} has format_version {found!r}; this release "
+                              f"reads up to {FORMAT_VERSION} (a newer Polychrome wrote it?)")
     return tensors, state
 
 

@@ -65,7 +65,7 @@ def register_run_model(run_dir: str | Path, name: str, *, which: str = "latest",
     store is not available in this installation.
     """
     try:
-        from ..models.store import add_model_version
+        from ..persistence.models import add_model_version
     except ImportError:
         log.warning("model store not available: the trained model was not registered "
                     "(export it later with `polychrome models register %s`)", run_dir)

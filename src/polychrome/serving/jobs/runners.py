@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...errors import PolychromeError
+from ...persistence import jobs as store
 from ...settings import get_settings
-from . import store
 
 if TYPE_CHECKING:
     from .worker import Worker, _Lease
@@ -31,7 +31,7 @@ class JobInterrupted(Exception):
 
 def uploads_dir(job_id: str) -> Path:
     """Where the API stages a job's uploaded files (inside home, deleted after import)."""
-    return get_settings().home / "uploads" / job_id
+    return get_settings().uploads_dir / job_id
 
 
 def _json_safe(logs: dict[str, Any]) -> dict[str, Any]:
@@ -108,7 +108,7 @@ class JobContext:
 
 # -- kinds ---------------------------------------------------------------------------------
 def run_import(ctx: JobContext) -> dict[str, Any]:
-    from ...data.store import import_dataset
+    from ...persistence.datasets import import_dataset
 
     p = ctx.job["params"]
     staged = uploads_dir(ctx.id)

@@ -31,7 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from ...db import ModelVersion, session_scope
+from ...persistence.db import session_scope
+from ...persistence.models import ModelVersion
+from ...settings import get_settings
 
 if TYPE_CHECKING:
     from .runners import JobContext
@@ -48,7 +50,7 @@ def _has_run(run_dir: Path) -> bool:
 def _registered_from(run_dir: Path) -> dict[str, Any] | None:
     """The model version an earlier attempt already registered from this run, if any."""
     with session_scope() as s:
-        row = s.scalars(select(ModelVersion).where(ModelVersion.source_run == str(run_dir))
+        row = s.scalars(select(ModelVersion).where(ModelVersion.source_run == get_settings().to_stored(run_dir))
                         .order_by(ModelVersion.version.desc())).first()
         if row is None:
             return None
@@ -66,9 +68,9 @@ def run(ctx: JobContext) -> dict[str, Any]:
     from ...training import TrainConfig, register_run_model, train
     from .runners import JobCancelled
 
-    run_dir = Path(ctx.job["run_dir"])
+    run_dir = get_settings().stored(ctx.job["run_dir"])  # kept relative to the storage root
     resuming = _has_run(run_dir)
-    ctx.set(run_dir=str(run_dir))
+    ctx.set(run_dir=get_settings().to_stored(run_dir))
     common = {"on_progress": ctx.on_progress, "should_stop": ctx.should_stop,
               "show_progress": False}
     nproc = int(ctx.job["params"].get("nproc") or 1)

@@ -16,8 +16,8 @@ import time
 from typing import Any
 
 from ...errors import PolychromeError
+from ...persistence import jobs as store
 from ...settings import Settings, get_settings
-from . import store
 from .queue import enqueue_job, get_huey
 from .runners import JobCancelled, JobContext, JobInterrupted, run_kind
 from .webhook import post_webhook

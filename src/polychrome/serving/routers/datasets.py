@@ -15,11 +15,11 @@ from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile
 
 from ...errors import DatasetError, ImageRejected
+from ...persistence import jobs as jobs_store
 from ...settings import Settings
 from ...utils.atomic import atomic_write_json
 from ..deps import checked_ref, get_app_settings
 from ..errors import BadRequest
-from ..jobs import store as jobs_store
 from ..jobs.queue import enqueue_job
 from ..jobs.runners import uploads_dir
 from ..schemas import JobOut
@@ -94,7 +94,7 @@ async def upload_dataset(request: Request,
                          settings: Settings = Depends(get_app_settings)) -> Any:
     """Upload one archive or many image files (+ `name`): starts an import job (202)."""
     from ...data.sources import is_skipped, split_member_path
-    from ...data.store import validate_name
+    from ...persistence.datasets import validate_name
 
     ctype = request.headers.get("content-type", "")
     if not ctype.startswith("multipart/form-data"):
@@ -172,14 +172,14 @@ async def upload_dataset(request: Request,
 
 @router.get("")
 def list_datasets() -> dict[str, Any]:
-    from ...data.store import list_datasets as _list
+    from ...persistence.datasets import list_datasets as _list
 
     return {"items": _list()}
 
 
 @router.get("/{name}")
 def show_dataset(name: str, version: int | None = Query(None, ge=1, le=10**9)) -> dict[str, Any]:
-    from ...data.store import show_dataset as _show
+    from ...persistence.datasets import show_dataset as _show
 
     info = _show(checked_ref(name, "dataset name"), version)
     info.pop("path", None)  # server paths are not the client's business
@@ -188,7 +188,7 @@ def show_dataset(name: str, version: int | None = Query(None, ge=1, le=10**9)) -
 
 @router.get("/{name}/report")
 def dataset_report(name: str, version: int | None = Query(None, ge=1, le=10**9)) -> dict[str, Any]:
-    from ...data.store import dataset_report as _report
+    from ...persistence.datasets import dataset_report as _report
 
     return {"items": _report(checked_ref(name, "dataset name"), version)}
 
@@ -209,14 +209,14 @@ def dataset_preview(name: str, version: int | None = Query(None, ge=1, le=10**9)
 
 @router.delete("/{name}")
 def remove_dataset(name: str, version: int | None = Query(None, ge=1, le=10**9)) -> dict[str, Any]:
-    from ...data.store import remove_dataset as _remove
+    from ...persistence.datasets import remove_dataset as _remove
 
     return {"name": name, "removed_versions": _remove(checked_ref(name, "dataset name"), version)}
 
 
 def inbox_dir(settings: Settings) -> Path:
     """Server-side drop folder that import jobs given by path may read from."""
-    return settings.home / "inbox"
+    return settings.inbox_dir
 
 
 def stage_inbox_import(job_id: str, path: str, settings: Settings) -> dict[str, Any]:

@@ -17,8 +17,8 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 
 from ...errors import PolychromeError
+from ...persistence import gallery
 from ...sampling import GeneratedImage
-from .. import gallery
 from ..deps import ServiceState, get_state
 from ..errors import GenerateTimeout
 from ..inference import GenRequest, run_generate

@@ -26,9 +26,9 @@ async def health() -> dict[str, Any]:
 
 
 def _readiness(state: ServiceState) -> dict[str, Any]:
-    from ...db import session_scope
     from ...models.registry import list_models
-    from ..jobs import store
+    from ...persistence import jobs as store
+    from ...persistence.db import session_scope
     from ..jobs.queue import queued_messages
 
     checks: dict[str, Any] = {}
@@ -82,7 +82,7 @@ async def metrics(state: ServiceState = Depends(get_state)) -> Response:
 @router.get("/api/workers")
 async def workers(state: ServiceState = Depends(get_state)) -> dict[str, Any]:
     """Job workers that sent a heartbeat recently."""
-    from ..jobs import store
+    from ...persistence import jobs as store
 
     items = await asyncio.to_thread(store.live_workers,
                                     max(10.0, state.settings.job_lease_s * 2))

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import FileResponse, Response
 
-from .. import gallery
+from ...persistence import gallery
 from ..schemas import ImageList, ImageOut
 
 router = APIRouter(prefix="/api/images", tags=["gallery"])

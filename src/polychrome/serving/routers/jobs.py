@@ -17,9 +17,9 @@ from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
 from ...errors import ConfigError, NotFound
-from ...settings import Settings
+from ...persistence import jobs as store
+from ...settings import Settings, get_settings
 from ..deps import checked_ref, get_app_settings
-from ..jobs import store
 from ..jobs.queue import enqueue_job
 from ..jobs.runners import uploads_dir
 from ..presets import check_model_config
@@ -40,12 +40,12 @@ def _train_params(body: TrainJobIn) -> dict[str, Any]:
     from ...training.config import TrainConfig
 
     get_model_class(body.model)  # unknown architecture -> ModelError (400)
-    from ...data.store import resolve_dataset
+    from ...persistence.datasets import resolve_dataset
 
     # NotFound (404) / bad name (400)
     resolve_dataset(checked_ref(body.dataset, "dataset"), body.dataset_version)
     if body.name is not None:
-        from ...models.store import validate_model_name
+        from ...persistence.models import validate_model_name
 
         validate_model_name(body.name)
     overrides = {k: v for k, v in {
@@ -62,8 +62,8 @@ def _train_params(body: TrainJobIn) -> dict[str, Any]:
 
 
 def _eval_params(body: EvalJobIn) -> dict[str, Any]:
-    from ...data.store import resolve_dataset
-    from ...models.store import resolve_model
+    from ...persistence.datasets import resolve_dataset
+    from ...persistence.models import resolve_model
 
     resolve_model(checked_ref(body.model, "model"))
     resolve_dataset(checked_ref(body.dataset, "dataset"))
@@ -74,7 +74,7 @@ def _eval_params(body: EvalJobIn) -> dict[str, Any]:
 def _new_run_dir(settings: Settings, cfg: dict[str, Any], job_id: str) -> str:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
     name = _SAFE.sub("_", f"{stamp}-{cfg['model']}-{cfg['dataset']}-{job_id[:8]}")
-    return str(settings.runs_dir / name)
+    return settings.to_stored(settings.runs_dir / name)
 
 
 def _create(body: TrainJobIn | EvalJobIn | ImportJobIn, settings: Settings) -> dict[str, Any]:
@@ -90,7 +90,7 @@ def _create(body: TrainJobIn | EvalJobIn | ImportJobIn, settings: Settings) -> d
     elif isinstance(body, EvalJobIn):
         params = _eval_params(body)
     else:
-        from ...data.store import validate_name
+        from ...persistence.datasets import validate_name
         from .datasets import stage_inbox_import
 
         validate_name(body.name)
@@ -137,7 +137,8 @@ def cancel_job(job_id: str) -> Any:
 
 # -- samples ---------------------------------------------------------------------------
 def _samples_dir(job: dict[str, Any]) -> Path | None:
-    return Path(job["run_dir"]) / "samples" if job.get("run_dir") else None
+    # run_dir is kept relative to the storage root (the API never shows server paths)
+    return get_settings().stored(job["run_dir"]) / "samples" if job.get("run_dir") else None
 
 
 def _sample_files(job: dict[str, Any]) -> list[str]:

@@ -23,7 +23,7 @@ GRID_PAD = 2  # white pixels between tiles
 def list_models() -> dict[str, Any]:
     """Every registered model (latest version). Restoration models also give `task` (sr |
     inpaint | colorize) and `scales` (the sr factors; [1] otherwise); others: null, []."""
-    from ...models.store import list_models_registered, restoration_models
+    from ...persistence.models import list_models_registered, restoration_models
 
     items = list_models_registered()
     restoration = {m["name"]: m for m in restoration_models()} \
@@ -38,7 +38,7 @@ def list_models() -> dict[str, Any]:
 @router.get("/{name}")
 def show_model(name: str) -> dict[str, Any]:
     """`name` or `name:version`: versions, styles, family, metrics and the model card."""
-    from ...models.store import show_model as _show
+    from ...persistence.models import show_model as _show
 
     info = _show(checked_ref(name, "model name"))
     info.pop("path", None)  # server paths are not the client's business
@@ -69,7 +69,7 @@ def render_samples(state: ServiceState, name: str, cols: int) -> bytes:
 
     loaded = state.cache.get(checked_ref(name, "model name"))
     ref = loaded.ref
-    cache_dir = state.settings.home / "cache" / "model-samples"
+    cache_dir = state.settings.cache / "model-samples"
     key = f"{ref.name or 'path'}-{ref.version or 0}-{cols}.png"
     path = cache_dir / key
     if ref.name is not None and path.is_file():

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response
 
 from ...errors import PolychromeError
-from .. import gallery
+from ...persistence import gallery
 from ..cascade import upscale_all, upscaler_for
 from ..deps import ServiceState, get_state
 from ..errors import BadRequest

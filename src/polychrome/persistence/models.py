@@ -23,17 +23,49 @@ from pathlib import Path
 from typing import Any
 
 from safetensors import SafetensorError
-from sqlalchemy import delete, func, select
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    Integer,
+    String,
+    UniqueConstraint,
+    delete,
+    func,
+    select,
+)
+from sqlalchemy.orm import Mapped, mapped_column
 
 from .. import __version__
-from ..db import ModelVersion, next_version, pick_version, session_scope
 from ..errors import ModelError, NotFound
+from ..models.base import CONFIG_NAME, WEIGHTS_NAME, GANModel
 from ..settings import get_settings
 from ..utils.atomic import atomic_directory, atomic_write_text
-from .base import CONFIG_NAME, WEIGHTS_NAME, GANModel
-from .bundled import ensure_bundled_models
+from .bundled import BUNDLED_PREFIX, bundled_dir, bundled_path, ensure_bundled_models
+from .db import Base, next_version, pick_version, session_scope, utcnow
 
 log = logging.getLogger(__name__)
+
+
+# -- tables ----------------------------------------------------------------------------
+class ModelVersion(Base):
+    """A trained model directory registered under models/<name>/<version>/."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    arch: Mapped[str] = mapped_column(String(64))  # registry name, e.g. "dcgan"
+    family: Mapped[str] = mapped_column(String(32))
+    path: Mapped[str] = mapped_column(String(1024))  # relative to the storage root; bundled:<dir> for shipped
+    created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    styles: Mapped[list] = mapped_column(JSON, default=list)
+    metrics: Mapped[dict] = mapped_column(JSON, default=dict)
+    source_run: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    bundled: Mapped[int] = mapped_column(Integer, default=0)
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 CARD_NAME = "card.md"
@@ -95,8 +127,9 @@ def _styles_of(spec: dict[str, Any]) -> list[str]:
 
 
 def _abs_path(row: ModelVersion) -> Path:
-    p = Path(row.path)
-    return p if p.is_absolute() else get_settings().home / p
+    if row.path.startswith(BUNDLED_PREFIX):
+        return bundled_dir(row.path[len(BUNDLED_PREFIX):])
+    return get_settings().stored(row.path)
 
 
 def _ref_from_row(row: ModelVersion) -> ModelRef:
@@ -196,6 +229,8 @@ def add_model_version(model_dir: Path, name: str, *, source_run: str | None = No
     settings.ensure_dirs()
     metrics = dict(metrics or {})
     created = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    if source_run is not None and not bundled:
+        source_run = settings.to_stored(source_run)  # runs/... on the shared storage
 
     for _attempt in range(5):  # another process may take the same version number
         version = _next_version(name)
@@ -203,7 +238,7 @@ def add_model_version(model_dir: Path, name: str, *, source_run: str | None = No
         if bundled:
             _check_loads(model_dir)
             final = model_dir.resolve()
-            stored_path = str(final)
+            stored_path = bundled_path(final)
         else:
             try:
                 with atomic_directory(final, settings.tmp_dir) as work:
@@ -218,7 +253,7 @@ def add_model_version(model_dir: Path, name: str, *, source_run: str | None = No
             except BaseException:
                 _rmdir_if_empty(final.parent)
                 raise
-            stored_path = str(final.relative_to(settings.home))
+            stored_path = settings.to_stored(final)
         try:
             with session_scope() as s:
                 s.add(ModelVersion(

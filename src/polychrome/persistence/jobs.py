@@ -18,13 +18,61 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import JSON, DateTime, Float, Integer, String, func, select, update
+from sqlalchemy.orm import Mapped, mapped_column
 
-from ...db import Job, WorkerBeat, session_scope, utcnow
-from ...errors import NotFound
-from ..errors import JobStateError, QueueFull
+from ..errors import JobStateError, NotFound, QueueFull
+from .db import Base, session_scope, utcnow
 
 log = logging.getLogger(__name__)
+
+
+# -- tables ----------------------------------------------------------------------------
+class Job(Base):
+    """A background job (import / train / eval): the single source of truth for its state.
+
+    The queue (huey) only carries the job id; workers claim a job here with an
+    atomic UPDATE and keep a lease alive with heartbeats (serving/jobs/).
+    """
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # uuid4 hex
+    kind: Mapped[str] = mapped_column(String(16), index=True)  # import | train | eval
+    # queued | running | succeeded | failed | cancelled
+    state: Mapped[str] = mapped_column(String(16), index=True, default="queued")
+    params: Mapped[dict] = mapped_column(JSON, default=dict)
+    created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    started: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    finished: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    updated: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)  # 0..1
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    eta_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    metrics: Mapped[dict] = mapped_column(JSON, default=dict)  # last logged values
+    error: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # {"code", "message"}
+    result: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    run_dir: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    cancel_requested: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_expires: Mapped[float | None] = mapped_column(Float, nullable=True)  # unix time
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # claims so far
+    webhook: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    webhook_status: Mapped[str | None] = mapped_column(String(256), nullable=True)
+
+
+class WorkerBeat(Base):
+    """A job worker process and when it was last alive (for /api/ready and reclaiming)."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)  # host:pid:nonce
+    host: Mapped[str] = mapped_column(String(256))
+    pid: Mapped[int] = mapped_column(Integer)
+    started: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    last_seen: Mapped[float] = mapped_column(Float)  # unix time
+    job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import tempfile
@@ -10,14 +11,34 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import JSON, BigInteger, DateTime, Float, Integer, String, delete, select
+from sqlalchemy.orm import Mapped, mapped_column
 
-from ..db import GalleryImage, session_scope
 from ..errors import NotFound
 from ..settings import get_settings
 from ..utils.atomic import _fsync_dir
+from .db import Base, session_scope, utcnow
 
 log = logging.getLogger(__name__)
+
+
+# -- tables ----------------------------------------------------------------------------
+class GalleryImage(Base):
+    """A generated image kept in the gallery (file under gallery/)."""
+
+    __tablename__ = "gallery_images"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    model: Mapped[str] = mapped_column(String(128), index=True)
+    model_version: Mapped[int] = mapped_column(Integer)
+    style: Mapped[str | None] = mapped_column(String(128), index=True, nullable=True)
+    seed: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    truncation: Mapped[float | None] = mapped_column(Float, nullable=True)
+    file: Mapped[str] = mapped_column(String(1024))  # relative to home
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    meta: Mapped[dict] = mapped_column(JSON, default=dict)  # the PNG text chunks
 
 MAX_LIMIT = 200
 
@@ -98,7 +119,7 @@ def add_images(entries: list[tuple[bytes, dict[str, str], int, int]]) -> list[di
     settings.ensure_dirs()
     # Random file names: rows are the index, and two identical requests are two images.
     rels = [Path("gallery") / f"{uuid.uuid4().hex}.png" for _ in entries]
-    _write_all([(settings.home / rel, png) for rel, (png, *_rest) in zip(rels, entries,
+    _write_all([(settings.stored(rel), png) for rel, (png, *_rest) in zip(rels, entries,
                                                                          strict=True)])
     try:
         with session_scope() as s:
@@ -113,7 +134,7 @@ def add_images(entries: list[tuple[bytes, dict[str, str], int, int]]) -> list[di
             return [_to_dict(r) for r in rows]
     except BaseException:
         for rel in rels:
-            (settings.home / rel).unlink(missing_ok=True)
+            (settings.stored(rel)).unlink(missing_ok=True)
         raise
 
 
@@ -155,7 +176,7 @@ def get_image(image_id: int) -> dict[str, Any]:
 
 def image_path(image_id: int) -> Path:
     row = _row(image_id)
-    path = get_settings().home / row.file
+    path = get_settings().stored(row.file)
     if not path.is_file():
         raise NotFound(f"image {image_id} has no file (deleted from disk?)")
     return path
@@ -166,7 +187,7 @@ def delete_image(image_id: int) -> None:
     with session_scope() as s:
         s.execute(delete(GalleryImage).where(GalleryImage.id == image_id))
     # Row first: a crash between the two leaves an orphan file, never a dangling row.
-    (get_settings().home / row.file).unlink(missing_ok=True)
+    (get_settings().stored(row.file)).unlink(missing_ok=True)
 
 
 def store_generated(results: list[Any]) -> list[Any]:

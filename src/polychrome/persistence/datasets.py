@@ -29,16 +29,57 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import insert, select
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, UniqueConstraint, insert, select
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from ..db import DatasetImage, DatasetVersion, next_version, pick_version, session_scope
+from ..data.ingest import Progress, build_version
+from ..data.sources import Limits, open_source
 from ..errors import DatasetError, NotFound
 from ..settings import Settings, get_settings
 from ..utils.atomic import atomic_directory, atomic_path
-from .ingest import Progress, build_version
-from .sources import Limits, open_source
+from .db import Base, next_version, pick_version, session_scope, utcnow
 
 log = logging.getLogger(__name__)
+
+
+# -- tables ----------------------------------------------------------------------------
+class DatasetVersion(Base):
+    """One immutable imported version of a named dataset."""
+
+    __tablename__ = "dataset_versions"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(String(1024))  # relative to home
+    source: Mapped[str] = mapped_column(String(1024))
+    created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    n_images: Mapped[int] = mapped_column(Integer)
+    domains: Mapped[dict] = mapped_column(JSON)  # {"style": count}
+    rejected: Mapped[dict] = mapped_column(JSON)  # {"reason": count}
+
+    images: Mapped[list[DatasetImage]] = relationship(
+        back_populates="dataset", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class DatasetImage(Base):
+    __tablename__ = "dataset_images"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(
+        ForeignKey("dataset_versions.id", ondelete="CASCADE"), index=True
+    )
+    domain: Mapped[str] = mapped_column(String(128), index=True)
+    file: Mapped[str] = mapped_column(String(1024))  # relative to the dataset version dir
+    source_name: Mapped[str] = mapped_column(String(1024))  # name inside the source
+    sha256: Mapped[str] = mapped_column(String(64), index=True)  # of the normalised pixels
+    phash: Mapped[str] = mapped_column(String(16))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+
+    dataset: Mapped[DatasetVersion] = relationship(back_populates="images")
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -106,7 +147,7 @@ def _index(settings: Settings, manifest: dict, final: Path) -> None:
     with session_scope() as s:
         row = DatasetVersion(
             name=manifest["name"], version=manifest["version"],
-            path=final.relative_to(settings.home).as_posix(), source=manifest["source"],
+            path=settings.to_stored(final), source=manifest["source"],
             created=created, n_images=len(manifest["images"]),
             domains=manifest["domains"], rejected=manifest["rejected"],
         )
@@ -167,7 +208,7 @@ def resolve_dataset(name: str, version: int | None = None) -> DatasetRef:
     """The directory and manifest of NAME (latest version) or NAME:VERSION; NotFound if missing."""
     name, version = _parse_ref(name, version)
     row = _version_row(name, version)
-    path = get_settings().home / row.path
+    path = get_settings().stored(row.path)
     try:
         manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -203,7 +244,7 @@ def show_dataset(name: str, version: int | None = None) -> dict:
                              .order_by(DatasetVersion.version)).all()
     return {
         "name": row.name, "version": row.version, "versions": list(versions),
-        "path": str(get_settings().home / row.path), "source": row.source,
+        "path": str(get_settings().stored(row.path)), "source": row.source,
         "created": row.created.isoformat(timespec="seconds"),
         "images": row.n_images, "domains": row.domains, "rejected": row.rejected,
         "sizes": {"width": _spread([w for w, _ in sizes]),
@@ -255,7 +296,7 @@ def remove_dataset(name: str, version: int | None = None) -> list[int]:
         moved: list[tuple[Path, Path]] = []
         try:
             for r in rows:
-                src = settings.home / r.path
+                src = settings.stored(r.path)
                 if src.exists():
                     dst = trash / str(r.version)
                     os.replace(src, dst)

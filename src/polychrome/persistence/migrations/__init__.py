@@ -1,0 +1,1 @@
+"""Alembic migrations of the Polychrome database (applied by persistence.db.migrate)."""
