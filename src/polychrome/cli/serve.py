@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -128,6 +129,11 @@ def worker_cmd(max_jobs: int | None, idle_exit: float | None, as_json: bool) -> 
     from ..serving.jobs.worker import Worker
     from ..training import train as _train  # noqa: F401
 
+    # Scratch files of jobs (and of the processes they start, e.g. torchrun's launcher)
+    # stay in the storage root's scratch space, never in the system's /tmp outside it.
+    settings = get_settings()
+    settings.ensure_dirs()
+    os.environ["TMPDIR"] = tempfile.tempdir = str(settings.tmp_dir)
     w = Worker()
     w.install_signal_handlers()
     log.info("worker pid %d, home %s", os.getpid(), get_settings().home)
