@@ -189,3 +189,19 @@ def test_cli_register_exports_a_training_run(tmp_path: Path, polychrome_home: Pa
     code, out, err = run_cli(capsys, "models", "register", str(tmp_path / "nope"), "--name",
                              "x")
     assert code == 2 and "does not exist" in err
+
+
+def test_a_model_from_a_newer_format_is_refused_clearly(tmp_path: Path):
+    from polychrome.models import GANModel
+
+    d = make_model_dir(tmp_path / "m")
+    spec = json.loads((d / "config.json").read_text())
+    assert spec["format_version"] == 1
+    (d / "config.json").write_text(json.dumps({**spec, "format_version": 7}))
+    with pytest.raises(ModelError, match="newer than this release") as err:
+        GANModel.from_pretrained(d)
+    assert err.value.code == "newer_format"
+    with pytest.raises(ModelError, match="newer"):
+        add_model_version(d, "future")  # and the store does not index it
+    with pytest.raises(NotFound):
+        resolve_model("future")

@@ -141,3 +141,16 @@ def test_files_are_safetensors_and_json_not_pickle(tmp_path):
     json.loads((path / STATE_NAME).read_text())
     assert not any(f.suffix in {".pt", ".pth", ".pkl"} for f in tmp_path.rglob("*"))
     assert os.stat(path / TENSORS_NAME).st_size > 0
+
+
+def test_a_checkpoint_from_a_newer_format_is_refused_clearly(tmp_path):
+    path = _save(tmp_path, 3)
+    state = json.loads((path / STATE_NAME).read_text())
+    assert state["format_version"] == 1
+    for bad in (2, 0, "1", True):
+        (path / STATE_NAME).write_text(json.dumps({**state, "format_version": bad}))
+        with pytest.raises(CheckpointError, match="format_version"):
+            load_checkpoint(path)
+    (path / STATE_NAME).write_text(json.dumps({k: v for k, v in state.items()
+                                               if k != "format_version"}))
+    assert load_checkpoint(path)[1]["step"] == 3  # files from before the field still load
