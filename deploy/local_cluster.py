@@ -873,6 +873,42 @@ def up(directory: str | Path, *, api: int = 2, workers: int = 2, port: int | Non
     return c
 
 
+def start_services(directory: str | Path, *, postgres: bool = True,
+                   redis: bool = True) -> Cluster:
+    """Only the engines (a private PostgreSQL and / or Redis on loopback), no replicas and no
+    nginx: the test suite runs its database and queue tests on them. `stop_services` ends
+    them; `database_url` / `queue_url` say where they are."""
+    pg_bin = find_pg_bin()
+    if postgres and pg_bin is None:
+        raise ClusterError("PostgreSQL's server binaries are not installed "
+                           "(apt-get install postgresql)")
+    if redis and shutil.which("redis-server") is None:
+        raise ClusterError("redis-server is not installed (apt-get install redis-server)")
+    d = Path(directory).resolve()
+    d.mkdir(parents=True, exist_ok=True)
+    c = Cluster(dir=d, storage=str(d / "storage"))
+    c.logs.mkdir(parents=True, exist_ok=True)
+    try:
+        if postgres:
+            _start_postgres(c)
+        if redis:
+            _start_redis(c)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            stop_services(c)
+        raise
+    c.state = "up"
+    c.save()
+    return c
+
+
+def stop_services(c: Cluster, timeout: float = 30.0) -> None:
+    _stop_redis(c, 10)
+    _stop_postgres(c, timeout)
+    c.state = "down"
+    c.save()
+
+
 def wait_ready(c: Cluster, timeout: float = 120.0) -> dict[str, Any]:
     """Wait until GET /api/ready through nginx answers 200; returns its JSON."""
     answer: dict[str, Any] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 import torch
@@ -31,6 +32,8 @@ def polychrome_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("POLYCHROME_HOME", str(home))
     monkeypatch.setenv("POLYCHROME_BUNDLED_MODELS", "0")
     monkeypatch.delenv("POLYCHROME_DATABASE_URL", raising=False)
+    # create_app points tempfile at the home's scratch space (process-wide): undo it.
+    monkeypatch.setattr(tempfile, "tempdir", tempfile.tempdir)
     return home
 
 

@@ -94,4 +94,3 @@ def test_request_bodies_spool_inside_the_storage_root(tmp_path, monkeypatch):
         r = client.post("/api/restyle", data={"model": "nope"}, files={"image": ("a.png", big)})
     assert r.status_code in (400, 404, 422)
     assert spooled and all(str(p).startswith(str(tmp_path / "shared" / "tmp")) for p in spooled)
-    tempfile.tempdir = None

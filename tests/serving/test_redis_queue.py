@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import shutil
 import socket
-import subprocess
-import time
 
 import pytest
 
-from conftest import need_service
+from conftest import load_local_cluster, need_service
 from polychrome.persistence import jobs as store
 from polychrome.serving.jobs.queue import enqueue_job, get_huey
 from polychrome.serving.jobs.worker import Worker
@@ -24,28 +22,12 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def redis_server(tmp_path_factory):
-    exe = shutil.which("redis-server")
-    if exe is None:
+    if shutil.which("redis-server") is None:
         need_service("redis-server")
-    port = _free_port()
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(tmp_path_factory.mktemp("redis"))],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
-                    break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("redis-server did not start")
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(10)
+    lc = load_local_cluster()
+    services = lc.start_services(tmp_path_factory.mktemp("redis"), postgres=False)
+    yield services.queue_url
+    lc.stop_services(services)
 
 
 @pytest.fixture
