@@ -83,11 +83,23 @@ class Settings(BaseSettings):
     # Torch intra-op threads in the web process: requests already run in parallel, and
     # several threads per tiny forward oversubscribe the cores (0 = torch's default).
     inference_threads: int = 1
+    # -- load shedding (serving/admission.py): inference requests one API process runs at
+    # once (0 = 4 per CPU core, at least 4) and that wait for a slot beyond them (-1 = 3 x
+    # max_inflight); one more is refused at once with 503 `overloaded` and Retry-After.
+    max_inflight: int = Field(default=0, ge=0)
+    max_waiting: int = Field(default=-1, ge=-1)
     queue_url: str = ""  # "" = SQLite queue in home; "redis://..." for several machines
     job_lease_s: float = 30.0  # a worker that misses this many seconds of heartbeat loses its job
     job_progress_interval_s: float = 1.0  # throttle for progress writes to the Job row
     worker_poll_s: float = 0.5  # idle worker poll interval
     train_max_nproc: int = 8  # most processes one train job may ask for (its `nproc`)
+    # -- job limits: a train job asking for more is refused (400) before it is queued
+    max_model_params: int = Field(default=100_000_000, ge=1)  # all its networks, counted unbuilt
+    train_max_steps: int = Field(default=10_000_000, ge=1)
+    train_max_batch_size: int = Field(default=4096, ge=1)  # per process
+    train_max_resolution: int = Field(default=1024, ge=8)  # pixels (the crop side in crops mode)
+    train_max_eval_n: int = Field(default=50_000, ge=1)  # samples per periodic evaluation
+    train_max_sample_cols: int = Field(default=32, ge=1)  # columns of the sample grids
 
     @field_validator("api_keys", mode="before")
     @classmethod

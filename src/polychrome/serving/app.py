@@ -17,6 +17,7 @@ from .. import __version__
 from ..errors import PolychromeError
 from ..persistence.gallery import store_generated
 from ..settings import Settings, get_settings
+from .admission import AdmissionCollector, AdmissionController, reserve_threads
 from .deps import ServiceState
 from .errors import RateLimited
 from .inference import MicroBatcher, PipelineCache
@@ -62,7 +63,7 @@ def _install_error_handlers(app: FastAPI) -> None:
             headers = {"Retry-After": str(max(1, int(exc.retry_after + 0.999)))}
         status = getattr(exc, "http_status", 400)
         if status == 503:
-            headers = {"Retry-After": "5"}
+            headers = {"Retry-After": str(max(1, int(getattr(exc, "retry_after", 5) + 0.999)))}
         return error_response(status, exc.code, str(exc), headers)
 
     @app.exception_handler(RequestValidationError)
@@ -97,7 +98,9 @@ def create_app(settings: Settings | None = None, *, batching: bool | None = None
         batcher=MicroBatcher(wait_ms=settings.batch_wait_ms, max_images=settings.batch_max,
                              device=device, metrics=metrics, finish=store_generated),
         device=device,
+        admission=AdmissionController.from_settings(settings),
     )
+    metrics.registry.register(AdmissionCollector(state.admission))
     if batching is not None:
         settings = settings.model_copy(update={"batching": batching})
         state.settings = settings
@@ -107,6 +110,7 @@ def create_app(settings: Settings | None = None, *, batching: bool | None = None
         from ..persistence.db import get_engine
 
         get_engine()  # open (and migrate) the database before the first request
+        reserve_threads(state.admission)  # cheap routes' threads never wait behind inference
         yield
         await state.batcher.close()
 

@@ -9,6 +9,7 @@ from fastapi import Request
 
 from ..errors import PolychromeError
 from ..settings import Settings
+from .admission import AdmissionController
 from .inference import MicroBatcher, PipelineCache
 from .observability import Metrics
 
@@ -22,6 +23,7 @@ class ServiceState:
     cache: PipelineCache
     batcher: MicroBatcher
     device: str
+    admission: AdmissionController  # bounds the inference routes (load shedding)
 
 
 def get_state(request: Request) -> ServiceState:

@@ -98,6 +98,6 @@ async def generate_images(body: GenerateIn, state: ServiceState = Depends(get_st
             return await state.batcher.submit(loaded, req)
         return await asyncio.to_thread(_generate_and_store, loaded, req, state.device)
 
-    stored = await _with_timeout(work(), s.generate_timeout_s)
+    stored = await _with_timeout(state.admission.run(work()), s.generate_timeout_s)
     state.metrics.images.labels(stored[0][0]["model"]).inc(len(stored))
     return _respond(stored, single_png=body.n == 1)

@@ -1,4 +1,4 @@
-"""Liveness, readiness, metrics, and the worker list."""
+"""Liveness, readiness (including inference saturation), metrics, and the worker list."""
 
 from __future__ import annotations
 
@@ -62,11 +62,17 @@ def _readiness(state: ServiceState) -> dict[str, Any]:
 @router.get("/api/ready", response_model=Ready,
             responses={503: {"model": Ready, "description": "Not ready"}})
 async def ready(state: ServiceState = Depends(get_state)) -> Any:
-    """Database reachable, queue reachable, at least one live worker, models loadable."""
+    """Database reachable, queue reachable, at least one live worker, models loadable,
+    and inference not saturated (`saturated`: requests are being refused with 503
+    `overloaded`; a load balancer then sends traffic elsewhere -- /api/health, liveness,
+    stays 200)."""
     checks = await asyncio.to_thread(_readiness, state)
+    # The admission controller lives on the event loop: read it here, not in the thread.
+    checks["saturated"] = state.admission.saturated
+    checks["inference"] = state.admission.snapshot()
     ok = (checks.get("database") == "ok" and checks.get("queue") == "ok"
           and isinstance(checks.get("workers"), int) and checks["workers"] > 0
-          and checks.get("models") == "ok")
+          and checks.get("models") == "ok" and not checks["saturated"])
     body = {"ready": ok, "checks": checks}
     return JSONResponse(body, status_code=200 if ok else 503)
 

@@ -120,7 +120,8 @@ async def restore_route(request: Request, state: ServiceState = Depends(get_stat
         return await asyncio.to_thread(restore_upload, loaded.model, image, mask, body,
                                        state.device, keep=body.save)
 
-    result = await _with_timeout(work(), state.settings.generate_timeout_s)
+    result = await _with_timeout(state.admission.run(work()),
+                                 state.settings.generate_timeout_s)
     count_images(state, [result])
     if not body.save:
         return png_response(result.array, result.metadata)

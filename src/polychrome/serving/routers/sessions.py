@@ -103,7 +103,8 @@ async def open_session(request: Request, state: ServiceState = Depends(get_state
 
         return await asyncio.to_thread(run)
 
-    session = await _with_timeout(work(), state.settings.generate_timeout_s)
+    session = await _with_timeout(state.admission.run(work()),
+                                  state.settings.generate_timeout_s)
     return JSONResponse(session.describe(), status_code=201,
                         headers={"Location": f"/api/restyle/sessions/{session.id}"})
 
@@ -140,7 +141,7 @@ async def add_reference(request: Request, session_id: str = SessionId,
             rid = session.add_reference(pic, ref[1])  # the file: other replicas decode it
         return {"reference": rid, "sha256": pic.sha256, "label": pic.label}
 
-    out = await asyncio.to_thread(run)
+    out = await state.admission.run(asyncio.to_thread(run))
     return JSONResponse(out, status_code=201)
 
 
@@ -190,7 +191,8 @@ async def render_session(body: RenderIn, session_id: str = SessionId,
             session.remember_recipe(recipe)
             return image
 
-    image = await _with_timeout(asyncio.to_thread(run), state.settings.generate_timeout_s)
+    image = await _with_timeout(state.admission.run(asyncio.to_thread(run)),
+                                state.settings.generate_timeout_s)
     count_images(state, [image])
     if body.save:
         return await respond_with_images([image], single_png=True)
@@ -238,7 +240,8 @@ async def render_full(body: FullRenderIn, session_id: str = SessionId,
         keep_pictures(full.source)  # regeneration replays this image from these pixels
         return full.run(recipe)
 
-    image = await _with_timeout(work(), state.settings.generate_timeout_s)
+    image = await _with_timeout(state.admission.run(work()),
+                                state.settings.generate_timeout_s)
     count_images(state, [image])
     extra = {"X-Polychrome-Session": session.id}
     if not body.save:

@@ -101,7 +101,8 @@ async def restyle_route(request: Request, state: ServiceState = Depends(get_stat
 
         return await asyncio.to_thread(run)
 
-    images = await _with_timeout(work(), state.settings.generate_timeout_s)
+    images = await _with_timeout(state.admission.run(work()),
+                                 state.settings.generate_timeout_s)
     count_images(state, images)
     return await respond_with_images(images, single_png=True)
 
@@ -166,7 +167,8 @@ async def mix_route(request: Request, state: ServiceState = Depends(get_state)) 
         # the shared warm model: a blend is a soft-label input, it changes no shared state
         return await asyncio.to_thread(_mix, loaded.model)
 
-    image_out = await _with_timeout(work(), state.settings.generate_timeout_s)
+    image_out = await _with_timeout(state.admission.run(work()),
+                                    state.settings.generate_timeout_s)
     count_images(state, [image_out])
     if not body.save:
         return png_response(image_out.array, image_out.metadata)
@@ -226,7 +228,7 @@ async def interpolate_route(request: Request, state: ServiceState = Depends(get_
 
         return await asyncio.to_thread(_animate, loaded.model)
 
-    gif = await _with_timeout(work(), state.settings.generate_timeout_s)
+    gif = await _with_timeout(state.admission.run(work()), state.settings.generate_timeout_s)
     headers = {f"X-Polychrome-{k.replace('_', '-').title()}": v for k, v in facts.items()}
     return Response(gif, media_type="image/gif",
                     headers={**headers, "X-Polychrome-Frames": str(body.frames),
@@ -276,7 +278,8 @@ async def regenerate_image(image_id: int = Path(ge=1, le=2**62),
 
         return await asyncio.to_thread(run)
 
-    image = await _with_timeout(work(), state.settings.generate_timeout_s)
+    image = await _with_timeout(state.admission.run(work()),
+                                state.settings.generate_timeout_s)
     original = await asyncio.to_thread(lambda: decode_image(gallery.image_path(image_id),
                                                             max_pixels=own_pixels_cap()))
     same = original.shape == image.array.shape and bool(np.array_equal(original, image.array))
