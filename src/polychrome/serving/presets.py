@@ -14,6 +14,7 @@ Results are cached for a few minutes per configuration.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -107,6 +108,122 @@ def check_model_config(arch: str, tc: Any) -> None:
         raise ConfigError(f"bad model_config for {arch}: {e}") from None
 
 
+MAX_MODULES = 20_000  # a model_config that builds more submodules is refused unbuilt
+
+
+def check_train_config(tc: Any, settings: Settings, *, num_domains: int) -> int:
+    """Everything a worker would refuse about run config `tc`, refused now (a 4xx before a
+    job row exists): the server's limits, the device, and the model config, built on the
+    meta device (no memory) to count its parameters against `max_model_params`.
+    Returns that count."""
+    from ..errors import ConfigError
+    from ..models.registry import get_model_class
+    from ..training.runs import model_kwargs
+
+    cls = get_model_class(tc.model)  # unknown architecture -> ModelError (400)
+    for key, value, setting in (
+            ("steps", tc.steps, "train_max_steps"),
+            ("batch_size", tc.batch_size, "train_max_batch_size"),
+            ("resolution", tc.resolution, "train_max_resolution"),
+            ("eval_n", tc.eval_n, "train_max_eval_n"),
+            ("sample_cols", tc.sample_cols, "train_max_sample_cols")):
+        limit = getattr(settings, setting)
+        if value is not None and value > limit:
+            raise ConfigError(f"{key} {value:,} is above this server's limit of {limit:,} "
+                              f"(setting {setting})")
+    check_device(tc.device)
+    if tc.fit == "crops" and cls.family not in ("translation", "restoration"):
+        raise ConfigError(f"{tc.model} draws whole pictures from noise: crops mode (crop) is "
+                          "for image -> image models (stargan, cyclegan, pix2pix)")
+    check_model_config(tc.model, tc)
+    kwargs = model_kwargs(tc, num_domains)  # resolution / num_domains disagreements
+    if kwargs.get("channels", 3) != 3:
+        raise ConfigError(f"training data is RGB, so the model needs channels=3 "
+                          f"(got {kwargs['channels']})")
+    try:
+        key = json.dumps(kwargs, sort_keys=True)
+    except (TypeError, ValueError):
+        raise ConfigError(f"model_config for {tc.model} must hold plain JSON values") from None
+    n = count_parameters(tc.model, key)
+    if n > settings.max_model_params:
+        raise ConfigError(f"this {tc.model} would have {n:,} parameters, above this server's "
+                          f"limit of {settings.max_model_params:,} (setting max_model_params); "
+                          "use a smaller width or resolution")
+    return n
+
+
+def dataset_domains(ref: Any) -> int:
+    """How many styles a resolved dataset has (what a run builds its model with)."""
+    return max(1, len(ref.manifest.get("domains") or {}))
+
+
+def check_device(device: str) -> None:
+    """cuda:N must name a GPU of this machine when it has CUDA. Without CUDA here only the
+    form is checked (TrainConfig): the worker may run elsewhere, and refuses what it lacks."""
+    from ..errors import ConfigError
+
+    if not device.startswith("cuda:"):
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        n = torch.cuda.device_count()
+        if int(device.split(":", 1)[1]) >= n:
+            raise ConfigError(f"device {device!r} does not exist: this machine has {n} GPU"
+                              f"{'' if n == 1 else 's'} (cuda:0 to cuda:{n - 1})")
+
+
+class _TooManyModules(Exception):
+    pass
+
+
+_BUILDING = threading.local()  # the count of the build this thread is checking, if any
+_HOOK: list[Any] = []
+_HOOK_LOCK = threading.Lock()
+
+
+def _count_module(_module: Any, _name: str, _sub: Any) -> None:
+    count = getattr(_BUILDING, "modules", None)
+    if count is None:  # another thread building a real model: not ours to count
+        return
+    _BUILDING.modules = count + 1
+    if count + 1 > MAX_MODULES:
+        raise _TooManyModules()
+
+
+@functools.lru_cache(maxsize=128)
+def count_parameters(arch: str, config_json: str) -> int:
+    """Parameters of `arch` built from the JSON config on the meta device (nothing is
+    allocated); a config that would build more than MAX_MODULES submodules is refused
+    before it is finished."""
+    import torch
+    from torch.nn.modules.module import register_module_module_registration_hook
+
+    from ..errors import ConfigError, PolychromeError
+    from ..models.registry import get_model_class
+
+    cls = get_model_class(arch)
+    with _HOOK_LOCK:
+        if not _HOOK:  # once per process: the global hook list never changes under a build
+            _HOOK.append(register_module_module_registration_hook(_count_module))
+    _BUILDING.modules = 0
+    try:
+        config = cls.config_class.from_dict(json.loads(config_json))  # ModelError (400)
+        with torch.device("meta"):
+            model = cls(config)
+        return sum(p.numel() for p in model.parameters())
+    except _TooManyModules:
+        raise ConfigError(f"this {arch} config builds more than {MAX_MODULES:,} layers; "
+                          "use fewer blocks") from None
+    except PolychromeError:
+        raise
+    except Exception as e:  # a value the model's own checks did not expect
+        raise ConfigError(f"model_config does not make a {arch}: {type(e).__name__}: "
+                          f"{e}") from None
+    finally:
+        _BUILDING.modules = None
+
+
 def with_overrides(config: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """A preset's run config with a client's overrides (model_config merged key by key)."""
     if not isinstance(overrides.get("model_config", {}), dict):
@@ -181,14 +298,15 @@ class Estimator:
                  config: dict[str, Any] | None = None) -> dict[str, Any]:
         from ..persistence.datasets import resolve_dataset
 
-        resolve_dataset(dataset)  # unknown dataset -> 404 before anything runs
+        ref = resolve_dataset(dataset)  # unknown dataset -> 404 before anything runs
         job = preset_job(arch, preset, steps=steps, resolution=resolution,
                          batch_size=batch_size)
         job["config"] = with_overrides(job["config"], config or {})
         cfg = _train_config(job, dataset)
         from ..training import TrainConfig
 
-        check_model_config(arch, TrainConfig.from_dict(cfg))  # bad values -> 400
+        check_train_config(TrainConfig.from_dict(cfg), settings,  # bad values -> 400
+                           num_domains=dataset_domains(ref))
         measured_cfg = {k: v for k, v in cfg.items() if k != "steps"}
         key = json.dumps(measured_cfg, sort_keys=True)
         with self._lock:

@@ -8,8 +8,12 @@ runs/<id>/config.yaml and into every checkpoint's JSON.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import os
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,7 @@ SCHEDULES = ("constant", "linear", "cosine")
 AMP_MODES = ("off", "auto", "bf16", "fp16")
 FITS = ("crop", "pad", "crops")  # whole picture squared by crop / pad, or random crops
 SPLITS = ("all", "train", "heldout")
+DEVICE_RE = re.compile(r"(auto|cpu|mps|cuda(:[0-9]{1,4})?)\Z")  # the forms pick_device reads
 
 # Keys a model's `train_defaults` may supply (a None in the config means "take the default").
 DEFAULTED_KEYS = (
@@ -132,8 +137,14 @@ class TrainConfig:
             if not cond:
                 raise ConfigError(msg)
 
+        self._check_types()
         need(isinstance(self.model_config, dict), "model_config must be a mapping")
         need(isinstance(self.trainer_options, dict), "trainer_options must be a mapping")
+        for key in ("model_config", "trainer_options"):
+            where = non_finite(getattr(self, key), key)
+            need(where is None, f"{where} must be a finite number (not NaN or infinite)")
+        need(bool(DEVICE_RE.match(self.device)),
+             f"device must be auto, cpu, mps, cuda or cuda:N, got {self.device!r}")
         need(self.steps >= 0, f"steps must be >= 0, got {self.steps}")
         need(self.resolution >= 8, f"resolution must be >= 8, got {self.resolution}")
         need(self.fit in FITS, f"fit must be one of {FITS}, got {self.fit!r}")
@@ -159,6 +170,22 @@ class TrainConfig:
         need(self.instance_noise >= 0.0, "instance_noise must be >= 0")
         need(self.grad_clip is None or self.grad_clip > 0, "grad_clip must be > 0 (or null)")
         need(isinstance(self.eval_metrics, list), "eval_metrics must be a list of metric names")
+        need(self.sample_cols >= 1, f"sample_cols must be >= 1, got {self.sample_cols}")
+        need(self.eval_n >= 1, f"eval_n must be >= 1, got {self.eval_n}")
+        need(self.ema_rampup >= 0.0, "ema_rampup must be >= 0")
+        need(0.0 <= self.ada_target <= 1.0, "ada_target must be in [0, 1]")
+        need(self.ada_speed_imgs >= 1, "ada_speed_imgs must be >= 1")
+        need(self.instance_noise_steps is None or self.instance_noise_steps >= 0,
+             "instance_noise_steps must be >= 0")
+        need(0.0 <= self.collapse_ratio <= 1.0, "collapse_ratio must be in [0, 1]")
+        for key in ("lr_g", "lr_d"):
+            value = getattr(self, key)
+            need(value is None or value > 0, f"{key} must be > 0, got {value}")
+        for key in ("gp_weight", "r1_gamma"):
+            value = getattr(self, key)
+            need(value is None or value >= 0, f"{key} must be >= 0, got {value}")
+        if self.mixing_prob is not None:
+            need(0.0 <= self.mixing_prob <= 1.0, "mixing_prob must be in [0, 1]")
         if self.loss is not None:
             need(self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.batch_size is not None:
@@ -168,7 +195,8 @@ class TrainConfig:
         if self.r1_interval is not None:
             need(self.r1_interval >= 1, "r1_interval must be >= 1")
         if self.betas is not None:
-            need(len(self.betas) == 2, f"betas must be two numbers, got {self.betas!r}")
+            need(len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas),
+                 f"betas must be two numbers in [0, 1), got {self.betas!r}")
         if self.ema_decay is not None:
             need(0.0 <= self.ema_decay < 1.0, "ema_decay must be in [0, 1)")
         if resolved:
@@ -178,6 +206,74 @@ class TrainConfig:
                 need(getattr(self, key) is not None, f"{key} was not resolved")
             need(not self.ada or bool(self.diffaugment),
                  "ada needs an augmentation policy (set diffaugment, e.g. 'color,translation,cutout')")
+
+    def _check_types(self) -> None:
+        """Each field holds what its annotation says (JSON / YAML / CLI input is untyped):
+        a wrong type is a ConfigError naming the key, never a TypeError later, and every
+        number is finite. An int is a valid float; a bool is neither."""
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            want = _describe(hints[f.name], value)
+            if want is not None:
+                raise ConfigError(f"{f.name} must be {want}, got {value!r}")
+
+
+def _describe(hint: Any, value: Any) -> str | None:
+    """None if `value` fits the annotation `hint`, else what it should have been."""
+    args = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        problems = [_describe(a, value) for a in inner]
+        if any(p is None for p in problems):
+            return None
+        return " or ".join(p for p in problems if p) + (" (or null)" if type(None) in args
+                                                         else "")
+    if hint is Any:
+        return None
+    if hint is bool:
+        return None if isinstance(value, bool) else "true or false"
+    if hint is int:
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        return None if ok else "a whole number"
+    if hint is float:
+        if not isinstance(value, numbers.Real) or isinstance(value, bool):
+            return "a number"
+        return None if math.isfinite(value) else "a finite number (not NaN or infinite)"
+    if hint is str:
+        return None if isinstance(value, str) else "a string"
+    if origin is list:
+        if not isinstance(value, list):
+            return "a list"
+        (item,) = args or (Any,)
+        for v in value:
+            problem = _describe(item, v)
+            if problem is not None:
+                return f"a list of {problem.removeprefix('a ').removeprefix('an ')}s"
+        return None
+    if origin is dict:
+        return None if isinstance(value, dict) else "a mapping"
+    return None
+
+
+def non_finite(value: Any, path: str = "") -> str | None:
+    """The path of the first NaN or infinite number inside `value` (dicts, lists), if any."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path or "value"
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return None
+    for k, v in items:
+        found = non_finite(v, f"{path}.{k}" if path else str(k))
+        if found is not None:
+            return found
+    return None
 
 
 def load_yaml_config(path: str | Path) -> dict[str, Any]:

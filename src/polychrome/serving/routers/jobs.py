@@ -19,10 +19,11 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from ...errors import ConfigError, NotFound
 from ...persistence import jobs as store
 from ...settings import Settings, get_settings
+from ...training.config import non_finite
 from ..deps import checked_ref, get_app_settings
 from ..jobs.queue import enqueue_job
 from ..jobs.runners import uploads_dir
-from ..presets import check_model_config
+from ..presets import check_train_config, dataset_domains
 from ..schemas import EvalJobIn, ImportJobIn, JobIn, JobList, JobOut, TrainJobIn
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ KEEPALIVE_S = 15.0
 
 
 # -- validation before queueing: a bad request is a 4xx now, not a failed job later ----------
-def _train_params(body: TrainJobIn) -> dict[str, Any]:
+def _train_params(body: TrainJobIn, settings: Settings) -> dict[str, Any]:
     from ...models.registry import get_model_class
     from ...training.config import TrainConfig
 
@@ -43,7 +44,7 @@ def _train_params(body: TrainJobIn) -> dict[str, Any]:
     from ...persistence.datasets import resolve_dataset
 
     # NotFound (404) / bad name (400)
-    resolve_dataset(checked_ref(body.dataset, "dataset"), body.dataset_version)
+    ref = resolve_dataset(checked_ref(body.dataset, "dataset"), body.dataset_version)
     if body.name is not None:
         from ...persistence.models import validate_model_name
 
@@ -57,7 +58,8 @@ def _train_params(body: TrainJobIn) -> dict[str, Any]:
         raise ConfigError(f"set {', '.join(reserved)} as top-level fields, not in config")
     cfg = {**body.config, **overrides}
     tc = TrainConfig.from_dict(cfg)  # unknown keys / bad values -> ConfigError (400)
-    check_model_config(body.model, tc)
+    # The whole run as a worker would build it: limits, device, model config and size.
+    check_train_config(tc, settings, num_domains=dataset_domains(ref))
     return {"config": cfg, "nproc": body.nproc}
 
 
@@ -78,6 +80,9 @@ def _new_run_dir(settings: Settings, cfg: dict[str, Any], job_id: str) -> str:
 
 
 def _create(body: TrainJobIn | EvalJobIn | ImportJobIn, settings: Settings) -> dict[str, Any]:
+    where = non_finite(body.model_dump())  # Python's JSON parser accepts NaN and Infinity
+    if where is not None:
+        raise ConfigError(f"{where} must be a finite number (not NaN or infinite)")
     job_id = uuid.uuid4().hex
     run_dir = None
     if isinstance(body, TrainJobIn):
@@ -85,7 +90,7 @@ def _create(body: TrainJobIn | EvalJobIn | ImportJobIn, settings: Settings) -> d
             raise ConfigError(f"nproc {body.nproc} is above this server's limit of "
                               f"{settings.train_max_nproc} processes per training job "
                               "(setting train_max_nproc)")
-        params = _train_params(body)
+        params = _train_params(body, settings)
         run_dir = _new_run_dir(settings, params["config"], job_id)
     elif isinstance(body, EvalJobIn):
         params = _eval_params(body)
