@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import textwrap
+import threading
 import time
 from types import SimpleNamespace
 
@@ -119,6 +120,90 @@ def test_retry_after_follows_recent_service_times():
     assert ac.retry_after() == 1.0  # never below one second
     ac.service_s = 1000.0
     assert ac.retry_after() == 60.0  # nor above a minute
+
+
+# -- throughput under load: the store overlaps the next batch, one look-up per expiry ----------
+def _tiny_model(home, name: str = "tiny") -> None:
+    import torch
+
+    from polychrome.models import create_model
+    from polychrome.persistence.models import add_model_version
+
+    torch.manual_seed(0)
+    model = create_model("dcgan", resolution=16, width=8, z_dim=16)
+    model.save_pretrained(home / f"{name}-dir")
+    add_model_version(home / f"{name}-dir", name)
+
+
+def test_a_batch_is_stored_while_the_next_one_computes(polychrome_home):
+    from polychrome.serving.inference import GenRequest, MicroBatcher, PipelineCache
+
+    _tiny_model(polychrome_home)
+    loaded = PipelineCache(1, "cpu").get("tiny")
+    first_storing, second_stored = threading.Event(), threading.Event()
+    stores: list[int] = []
+
+    def finish(results: list) -> list:
+        stores.append(len(results))
+        if len(stores) == 1:
+            first_storing.set()
+            # The first batch's store (disk) waits until the next batch has been computed
+            # and handed to its own store: it did not wait behind this one.
+            assert second_stored.wait(10), "the next batch waited for this batch's store"
+        else:
+            second_stored.set()
+        return [[("stored", r[0].metadata["seed"])] for r in results]
+
+    async def scenario() -> list:
+        batcher = MicroBatcher(wait_ms=0, max_images=64, device="cpu", finish=finish)
+        try:
+            one = asyncio.ensure_future(batcher.submit(loaded, GenRequest(1, 1, None, 1.0)))
+            assert await asyncio.to_thread(first_storing.wait, 10)
+            two = asyncio.ensure_future(batcher.submit(loaded, GenRequest(1, 2, None, 1.0)))
+            return await asyncio.wait_for(asyncio.gather(one, two), 30)
+        finally:
+            await batcher.close()
+
+    assert asyncio.run(scenario()) == [[("stored", "1")], [("stored", "2")]]
+    assert stores == [1, 1]
+
+
+def test_a_warm_model_is_found_without_a_thread(polychrome_home, monkeypatch):
+    from polychrome.serving import inference
+    from polychrome.serving.inference import PipelineCache
+
+    _tiny_model(polychrome_home)
+    cache = PipelineCache(1, "cpu")
+    assert cache.warm("tiny") is None  # nothing loaded yet: the caller goes to a thread
+    loaded = cache.get("tiny")
+    assert cache.warm("tiny") is loaded
+    assert cache.warm("tiny:1") is None  # never looked up: no database from the loop
+    assert cache.warm("../tiny") is None
+    monkeypatch.setattr(inference, "REF_TTL_S", 0.0)  # the ref expired: look it up again
+    assert cache.warm("tiny") is None
+
+
+def test_an_expired_model_ref_is_looked_up_once_under_load(polychrome_home, monkeypatch):
+    from polychrome.persistence import models as store
+    from polychrome.serving.inference import PipelineCache
+
+    _tiny_model(polychrome_home)
+    cache = PipelineCache(1, "cpu")
+    loaded = cache.get("tiny")
+    lookups: list[str] = []
+    real = store.resolve_model
+
+    def slow_resolve(spec: str):
+        lookups.append(spec)
+        time.sleep(0.2)  # a database under load
+        return real(spec)
+
+    monkeypatch.setattr(store, "resolve_model", slow_resolve)
+    cache._refs.clear()  # the remembered ref expired
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda _: cache.get("tiny"), range(8)))
+    assert all(g is loaded for g in got)
+    assert lookups == ["tiny"], lookups  # one query, not one per waiting request
 
 
 # -- every inference route, and only those, goes through it ------------------------------------

@@ -9,7 +9,9 @@ by one call in a worker thread. That call (batching.run_batched) runs one
 forward for many images only for batch sizes it has verified, on this model,
 to give bit-identical results to the pipeline's per-image forwards; otherwise
 it runs the pipeline per image. Either way the answer equals
-`pipelines.generate` exactly (a test checks it).
+`pipelines.generate` exactly (a test checks it). A batch's results are stored
+(`finish`: PNG files and one gallery transaction) in another thread call while
+the next batch computes: the store waits on the disk, the forward on the CPU.
 """
 
 from __future__ import annotations
@@ -55,21 +57,36 @@ class PipelineCache:
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
         self._refs: dict[str, tuple[Any, float]] = {}  # spec -> (ModelRef, resolved at)
+        self._resolving: dict[str, threading.Lock] = {}  # spec -> its look-up
 
-    def _resolve(self, spec: str) -> Any:
-        """spec -> ModelRef, remembered for REF_TTL_S (a DB query per request otherwise)."""
-        from ..persistence.models import resolve_model
-
-        now = time.monotonic()
+    def _fresh_ref(self, spec: str) -> Any | None:
         with self._lock:
             hit = self._refs.get(spec)
-        if hit is not None and now - hit[1] < REF_TTL_S:
-            return hit[0]
-        ref = resolve_model(spec)
+        return hit[0] if hit is not None and time.monotonic() - hit[1] < REF_TTL_S else None
+
+    def _resolve(self, spec: str) -> Any:
+        """spec -> ModelRef, remembered for REF_TTL_S (a DB query per request otherwise).
+
+        One query per spec at a time: when the remembered ref expires under load, the
+        concurrent requests wait for one look-up instead of each querying the database."""
+        from ..persistence.models import resolve_model
+
+        ref = self._fresh_ref(spec)
+        if ref is not None:
+            return ref
         with self._lock:
-            self._refs[spec] = (ref, now)
-            if len(self._refs) > 1024:
-                self._refs.clear()
+            spec_lock = self._resolving.setdefault(spec, threading.Lock())
+        with spec_lock:
+            ref = self._fresh_ref(spec)  # another request just looked it up
+            if ref is not None:
+                return ref
+            now = time.monotonic()
+            ref = resolve_model(spec)
+            with self._lock:
+                self._refs[spec] = (ref, now)
+                if len(self._refs) > 1024:
+                    self._refs.clear()
+                    self._resolving.clear()
         return ref
 
     def _hit(self, key: str) -> Loaded | None:
@@ -80,6 +97,15 @@ class PipelineCache:
             if self.metrics:
                 self.metrics.cache_hits.inc()
         return hit
+
+    def warm(self, spec: str) -> Loaded | None:
+        """The model of `spec` when it is loaded and its ref fresh, else None: no database,
+        no disk, so the event loop may call it (a hit spares a thread hop per request)."""
+        ref = self._fresh_ref(spec)  # only specs that get() checked and resolved are here
+        if ref is None:
+            return None
+        with self._lock:
+            return self._hit(ref.spec)
 
     def get(self, spec: str) -> Loaded:
         """Resolve `spec` (name, name:version) and return the warm model (loading it once)."""
@@ -141,6 +167,21 @@ class _Pending:
     future: asyncio.Future
 
 
+# Batches whose results are being stored while the next batch computes.
+STORES_AHEAD = 2
+
+
+def _resolve(batch: list[_Pending], results: list[Any]) -> None:
+    """Each waiting request gets its result or its exception."""
+    for p, res in zip(batch, results, strict=True):
+        if p.future.done():
+            continue
+        if isinstance(res, BaseException):
+            p.future.set_exception(res)
+        else:
+            p.future.set_result(res)
+
+
 class MicroBatcher:
     """Per-model queues on the event loop; each drained batch runs in one thread call."""
 
@@ -156,6 +197,7 @@ class MicroBatcher:
         self.metrics = metrics
         self._queues: dict[str, asyncio.Queue[_Pending]] = {}
         self._tasks: dict[str, asyncio.Task] = {}
+        self._stores: set[asyncio.Task] = set()  # batches being stored (`finish`)
 
     async def submit(self, loaded: Loaded, req: GenRequest) -> list[GeneratedImage]:
         loop = asyncio.get_running_loop()
@@ -201,20 +243,30 @@ class MicroBatcher:
             try:
                 results = await asyncio.to_thread(self._run_batch, loaded,
                                                   [p.req for p in batch])
-            except Exception as e:  # e.g. the gallery disk is full: fail this batch only
+            except Exception as e:
                 results = [e] * len(batch)
-            for p, res in zip(batch, results, strict=True):
-                if p.future.done():
-                    continue
-                if isinstance(res, BaseException):
-                    p.future.set_exception(res)
-                else:
-                    p.future.set_result(res)
+            if self.finish is None:
+                _resolve(batch, results)
+                continue
+            # Store this batch while the next one computes; at most STORES_AHEAD batches
+            # are being stored at once (memory stays bounded when the disk is slow).
+            while len(self._stores) >= STORES_AHEAD:
+                await asyncio.wait(self._stores, return_when=asyncio.FIRST_COMPLETED)
+            task = asyncio.get_running_loop().create_task(self._store(batch, results))
+            self._stores.add(task)
+            task.add_done_callback(self._stores.discard)
+
+    async def _store(self, batch: list[_Pending], results: list[Any]) -> None:
+        assert self.finish is not None
+        try:
+            results = await asyncio.to_thread(self.finish, results)
+        except Exception as e:  # e.g. the gallery disk is full: fail this batch only
+            results = [e] * len(batch)
+        _resolve(batch, results)
 
     def _run_batch(self, loaded: Loaded, reqs: list[GenRequest]) -> list[Any]:
         # One bad request (e.g. an unknown style) fails alone, not its batch-mates.
-        results = run_batched(loaded.model, loaded.planner, reqs, self.device)
-        return self.finish(results) if self.finish is not None else results
+        return run_batched(loaded.model, loaded.planner, reqs, self.device)
 
     async def close(self) -> None:
         for t in self._tasks.values():
@@ -226,3 +278,5 @@ class MicroBatcher:
                 pass
         self._tasks.clear()
         self._queues.clear()
+        if self._stores:  # batches computed before the close are stored and answered
+            await asyncio.gather(*self._stores, return_exceptions=True)

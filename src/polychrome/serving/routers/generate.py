@@ -85,7 +85,8 @@ async def generate_images(body: GenerateIn, state: ServiceState = Depends(get_st
     async def work() -> list[tuple[dict[str, Any], bytes]]:
         from ..cascade import upscale_all, upscaler_for
 
-        loaded = await asyncio.to_thread(state.cache.get, body.model)
+        loaded = state.cache.warm(body.model) or \
+            await asyncio.to_thread(state.cache.get, body.model)
         sr = await upscaler_for(state, body.upscale, body.upscaler, loaded.model.style_names)
         if sr is not None:  # the cascade: generate, upscale, then store (no micro-batching)
             def run() -> list[tuple[dict[str, Any], bytes]]:
