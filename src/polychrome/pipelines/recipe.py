@@ -46,10 +46,29 @@ class Recipe:
             recipe = cls(**d)
             if recipe.v != RECIPE_VERSION or not isinstance(recipe.components, list):
                 raise ValueError(f"recipe version {recipe.v}")
+            _check_stored_weights(recipe)
         except (ValueError, TypeError) as e:
             raise PolychromeError(f"bad style recipe in the image metadata: {e}",
                                   code="bad_metadata") from None
         return recipe
+
+
+def _check_stored_weights(recipe: Recipe) -> None:
+    """A recipe's weights as `Restyler.build` leaves them: one per component, each a finite
+    number in [0, 1], summing to 1 (None only with a per-layer crossover). A recipe read
+    back from a file is input like any other: huge or negative weights are refused."""
+    w = recipe.weights
+    if w is None:
+        if recipe.crossover is None:
+            raise ValueError("weights missing")
+        return
+    if not isinstance(w, list) or len(w) != len(recipe.components):
+        raise ValueError("weights must be a list with one weight per component")
+    if not all(isinstance(x, int | float) and not isinstance(x, bool) and 0 <= x <= 1
+               for x in w):  # NaN and infinities fail the comparison
+        raise ValueError(f"weights must be numbers in [0, 1], got {w!r}"[:200])
+    if abs(math.fsum(w) - 1.0) > 1e-6:
+        raise ValueError(f"weights must sum to 1, got {w!r}"[:200])
 
 
 def _label(c: dict[str, Any], seed: int) -> str:

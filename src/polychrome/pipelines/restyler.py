@@ -209,7 +209,7 @@ class Restyler:
         comps = [self.component(src, seed) for src in sources]
         try:
             weights = [float(w) for _, w in styles]
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an int past float
             raise PolychromeError(f"style weights must be numbers, got "
                                   f"{[w for _, w in styles]!r}", code="bad_weight") from None
         if crossover is not None:

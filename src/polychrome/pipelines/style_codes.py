@@ -343,10 +343,17 @@ def normalise_weights(weights: list[float]) -> list[float]:
         if w < 0:
             raise PolychromeError(f"style weights must be >= 0, got {w} (negative weights "
                                   "would extrapolate beyond the styles)", code="bad_weight")
-    total = math.fsum(weights)
-    if total <= 0:
+    top = max(weights)
+    if top <= 0:
         raise PolychromeError("style weights sum to 0: give at least one a positive weight",
                               code="bad_weight")
+    try:
+        total = math.fsum(weights)
+    except OverflowError:  # finite weights whose sum is not: only their ratios matter
+        total = math.inf
+    if not math.isfinite(total):
+        weights = [w / top for w in weights]  # each in [0, 1]: the sum is at most len()
+        total = math.fsum(weights)
     return [w / total for w in weights]
 
 
