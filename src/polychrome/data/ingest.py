@@ -18,8 +18,17 @@ from pathlib import Path
 from ..errors import DatasetError, ImageRejected
 from ..imageio import decode_image, encode_png
 from ..utils.atomic import atomic_write_json
-from .clean import Deduper, Fingerprint, domain_and_stem, fingerprint, unique_stem, wrapper_depth
-from .sources import FolderSource, Source
+from .clean import (
+    DEFAULT_DOMAIN,
+    Deduper,
+    Fingerprint,
+    domain_and_stem,
+    fingerprint,
+    safe_component,
+    unique_stem,
+    wrapper_depth,
+)
+from .sources import FolderSource, Source, shown_name
 
 REASONS = ("corrupt", "too_small", "duplicate", "unsupported", "unsafe")
 Progress = Callable[[int, int], None]  # (done, total); total 0 when unknown (tar streams)
@@ -100,6 +109,27 @@ def _read_source(source: Source, staging: Path, min_size: int, max_pixels: int,
     return report, parts_of, candidates
 
 
+def renamed(parts: tuple[str, ...], depth: int) -> str:
+    """Why a member's style folder or file name is stored under another name, or "".
+
+    Stored names are single path components of at most 120 bytes, without separators,
+    control characters, a leading dot or surrounding spaces; the report says when that
+    changed a name."""
+    rel = parts[depth:]
+    notes = []
+    raw_domain = rel[0] if len(rel) > 1 else DEFAULT_DOMAIN
+    raw_stem = rel[-1].rsplit(".", 1)[0] if "." in rel[-1] else rel[-1]
+    for what, raw, fallback in (("style folder", raw_domain, "_"), ("file", raw_stem, "image")):
+        safe = safe_component(raw, fallback=fallback)
+        if safe == raw:
+            continue
+        if len(raw.strip().encode("utf-8")) > 120:
+            notes.append(f"{what} name of {len(raw.encode('utf-8'))} bytes cut to 120")
+        else:
+            notes.append(f"{what} name '{shown_name(raw)}' stored as '{safe}'")
+    return "; ".join(notes)
+
+
 def _place(candidates: list[_Candidate], images_dir: Path, depth: int) -> list[dict]:
     """De-duplicate per domain (first in sorted order wins), name and move into place.
 
@@ -128,7 +158,9 @@ def _place(candidates: list[_Candidate], images_dir: Path, depth: int) -> list[d
                 raise DatasetError(f"style folders that differ only in letter case collide on "
                                    f"this filesystem at {rel}; rename one", code="name_clash")
             os.replace(c.staged, dest)
-            c.report.update(status="imported", detail=rel)
+            note = renamed(c.parts, depth)
+            c.report.update(status="imported",
+                            detail=f"{rel} (renamed: {note})" if note else rel)
             images.append({"file": rel, "domain": domain, "source_name": c.report["source_name"],
                            "sha256": c.fp.sha256, "phash": c.fp.phash_hex,
                            "width": c.width, "height": c.height})

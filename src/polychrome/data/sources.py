@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import DatasetError
-from ..settings import Settings
+from ..settings import Settings, get_settings
 
 # Below this many uncompressed bytes the compression ratio is not checked: a small
 # member cannot hurt (it is under the member cap anyway) and flat images compress well.
@@ -34,7 +34,16 @@ _JUNK = {"__MACOSX", "Thumbs.db", "desktop.ini"}
 # Files at the root of a source that describe it rather than hold images (our export).
 _ROOT_METADATA = {"manifest.json"}
 _DRIVE = re.compile(r"^[A-Za-z]:")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# C0 and C1 control characters, DEL, and the line / paragraph separators.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Bidirectional embeddings, overrides and isolates: they make a name display as another
+# ("Trojan Source"), e.g. "cat\u202egnp.exe" shows as "catexe.png".
+_BIDI = re.compile(r"[\u202a-\u202e\u2066-\u2069]")
+# A path component longer than this cannot be a file name on common filesystems; a whole
+# path longer than MAX_PATH_CHARS does not fit the store's columns.
+MAX_COMPONENT_BYTES = 255
+MAX_PATH_CHARS = 1024
+SHOWN_NAME_CHARS = 200  # a refused name is shown cut to this many characters
 
 
 @dataclass(frozen=True)
@@ -74,11 +83,37 @@ def printable(name: str) -> str:
     return raw.decode("utf-8", "replace")
 
 
+def name_problem(name: str) -> str:
+    """Why a (printable) name may not be used, or "": control characters (NUL included) and
+    bidirectional controls are refused rather than silently changed."""
+    if m := _CONTROL.search(name):
+        return f"control character U+{ord(m.group()):04X} in the name"
+    if m := _BIDI.search(name):
+        return (f"bidirectional text control U+{ord(m.group()):04X} in the name (it can "
+                "disguise the name)")
+    return ""
+
+
+def shown_name(raw: str) -> str:
+    """A name as reports and messages show it: printable, control and bidirectional
+    characters written as escapes, cut to SHOWN_NAME_CHARS characters."""
+    name = printable(raw)
+    n = len(name)
+    name = _CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", name)
+    name = _BIDI.sub(lambda m: f"\\u{ord(m.group()):04x}", name)
+    if len(name) > SHOWN_NAME_CHARS:
+        name = f"{name[:SHOWN_NAME_CHARS]}… ({n} characters)"
+    return name
+
+
 def split_member_path(raw: str) -> tuple[tuple[str, ...] | None, str]:
     """(components, "") for a safe relative path, else (None, why it is unsafe)."""
     name = printable(raw)
-    if _CONTROL.search(name):
-        return None, "control character in the name"
+    problem = name_problem(name)
+    if problem:
+        return None, problem
+    if len(name) > MAX_PATH_CHARS:
+        return None, f"path longer than {MAX_PATH_CHARS} characters ({len(name)})"
     name = name.replace("\\", "/")  # zips made on Windows use backslashes
     if name.startswith("/"):
         return None, "absolute path"
@@ -87,7 +122,18 @@ def split_member_path(raw: str) -> tuple[tuple[str, ...] | None, str]:
     parts = [unicodedata.normalize("NFC", p) for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
         return None, "path escapes the source (..)"
+    for p in parts:
+        if len(p.encode("utf-8")) > MAX_COMPONENT_BYTES:
+            return None, (f"a name of {len(p)} characters ({len(p.encode('utf-8'))} bytes; "
+                          f"at most {MAX_COMPONENT_BYTES} bytes per folder or file name)")
     return tuple(parts), ""
+
+
+def describe(path: Path) -> str:
+    """How a source is named in manifests and messages: relative to the storage root when it
+    lies inside it (an upload, the server inbox: server paths stay on the server), else the
+    absolute path the user gave (a folder or archive of their own, on the command line)."""
+    return get_settings().to_stored(Path(path).resolve())
 
 
 def is_skipped(parts: tuple[str, ...]) -> bool:
@@ -174,7 +220,7 @@ class FolderSource(Source):
     def __init__(self, root: Path, limits: Limits):
         self.root = root.resolve()
         self.limits = limits
-        self.description = str(self.root)
+        self.description = describe(self.root)
         # (parts, path to read or None, reason, detail); walking first gives a total
         self._entries = list(self._walk(self.root, (), {str(self.root)}))
         self.total = len(self._entries)
@@ -190,8 +236,11 @@ class FolderSource(Source):
             parts = (*prefix, name)
             if is_skipped(parts):
                 continue
-            if _CONTROL.search(name):
-                yield parts, None, "unsafe", "control character in the name"
+            problem = name_problem(name)
+            if not problem and len("/".join(parts)) > MAX_PATH_CHARS:
+                problem = f"path longer than {MAX_PATH_CHARS} characters"
+            if problem:
+                yield parts, None, "unsafe", problem
             elif e.is_symlink():
                 target = Path(os.path.realpath(e.path))
                 if not target.is_relative_to(self.root):
@@ -218,7 +267,7 @@ class FolderSource(Source):
         for parts, path, reason, detail in self._entries:
             name = "/".join(parts)
             if reason is not None:
-                yield Member(name, parts, reason=reason, detail=detail)
+                yield Member(shown_name(name), parts, reason=reason, detail=detail)
                 continue
             try:
                 st = os.stat(path)
@@ -239,12 +288,12 @@ class FolderSource(Source):
 class ZipSource(Source):
     def __init__(self, path: Path, limits: Limits):
         self.limits = limits
-        self.description = str(path.resolve())
+        self.description = describe(path)
         try:
             self._zf = zipfile.ZipFile(path)
             self._infos = self._zf.infolist()
         except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-            raise DatasetError(f"cannot read zip archive {path}: {e}", code="bad_archive") from None
+            raise DatasetError(f"cannot read zip archive {self.description}: {e}", code="bad_archive") from None
         self._overlapping = self._find_overlaps()
         self.total = sum(not i.is_dir() for i in self._infos)
 
@@ -280,8 +329,9 @@ class ZipSource(Source):
         for info in self._infos:
             if info.is_dir() or stat.S_ISDIR(info.external_attr >> 16):
                 continue
-            parts, problem = split_member_path(info.filename)
-            name = printable(info.filename) if parts is None else "/".join(parts)
+            # zipfile cuts a name at its first NUL; the name as stored is checked.
+            parts, problem = split_member_path(info.orig_filename)
+            name = shown_name(info.orig_filename) if parts is None else "/".join(parts)
             if parts is None:
                 budget.count()
                 yield Member(name, None, reason="unsafe", detail=problem)
@@ -317,13 +367,13 @@ class TarSource(Source):
 
     def __init__(self, path: Path, limits: Limits):
         self.limits = limits
-        self.description = str(path.resolve())
+        self.description = describe(path)
         self._raw = open(path, "rb")  # noqa: SIM115 - closed in close()
         try:
             self._tf = tarfile.open(fileobj=self._raw, mode="r|*")
         except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as e:
             self._raw.close()
-            raise DatasetError(f"cannot read tar archive {path}: {e}", code="bad_archive") from None
+            raise DatasetError(f"cannot read tar archive {self.description}: {e}", code="bad_archive") from None
 
     def close(self) -> None:
         self._tf.close()
@@ -348,7 +398,7 @@ class TarSource(Source):
         if ti.isdir():
             return
         parts, problem = split_member_path(ti.name)
-        name = printable(ti.name) if parts is None else "/".join(parts)
+        name = shown_name(ti.name) if parts is None else "/".join(parts)
         if parts is not None and is_skipped(parts):
             budget.bytes += ti.size  # skipping still means decompressing through it
             return
@@ -356,7 +406,7 @@ class TarSource(Source):
             reason, detail = "unsafe", problem
         elif ti.issym() or ti.islnk():
             kind = "symlink" if ti.issym() else "hard link"
-            reason, detail = "unsafe", f"{kind} to {printable(ti.linkname)}"
+            reason, detail = "unsafe", f"{kind} to {shown_name(ti.linkname)}"
         elif ti.ischr() or ti.isblk() or ti.isfifo():
             reason, detail = "unsafe", "device or FIFO member"
         elif ti.issparse() or not ti.isreg():  # sparse members expand beyond their data
@@ -397,7 +447,7 @@ class UploadSource(Source):
         budget = _Budget(self.limits)
         for raw_name, data in self._items:
             parts, problem = split_member_path(str(raw_name))
-            name = printable(str(raw_name)) if parts is None else "/".join(parts)
+            name = shown_name(str(raw_name)) if parts is None else "/".join(parts)
             if parts is None:
                 budget.count()
                 yield Member(name, None, reason="unsafe", detail=problem)
@@ -418,7 +468,7 @@ def sniff_archive(path: Path) -> str | None:
         with open(path, "rb") as f:
             head = f.read(512)
     except OSError as e:
-        raise DatasetError(f"cannot read {path}: {e.strerror}", code="bad_source") from None
+        raise DatasetError(f"cannot read {describe(path)}: {e.strerror}", code="bad_source") from None
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08"):
         return "zip"
     if head[:2] == b"\x1f\x8b" or head[:3] == b"BZh" or head[:6] == b"\xfd7zXZ\x00":
@@ -439,9 +489,11 @@ def open_source(src: str | os.PathLike | Sequence[tuple[str, bytes]], limits: Li
     """The right reader for a folder, a zip / tar file (sniffed) or uploaded files."""
     if not isinstance(src, (str, os.PathLike)):
         return UploadSource(list(src), limits)
+    if "\x00" in str(src):
+        raise DatasetError("source path contains a NUL byte", code="bad_source")
     path = Path(src).expanduser()
     if not path.exists():
-        raise DatasetError(f"source not found: {src}", code="bad_source")
+        raise DatasetError(f"source not found: {describe(path)}", code="bad_source")
     if path.is_dir():
         return FolderSource(path, limits)
     kind = sniff_archive(path) if path.is_file() else None
@@ -449,5 +501,5 @@ def open_source(src: str | os.PathLike | Sequence[tuple[str, bytes]], limits: Li
         return ZipSource(path, limits)
     if kind == "tar":
         return TarSource(path, limits)
-    raise DatasetError(f"unsupported source {src}: expected a folder, a .zip or a .tar/.tar.gz/.tgz",
+    raise DatasetError(f"unsupported source {describe(path)}: expected a folder, a .zip or a .tar/.tar.gz/.tgz",
                        code="bad_source")

@@ -212,7 +212,9 @@ def resolve_dataset(name: str, version: int | None = None) -> DatasetRef:
     try:
         manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        raise NotFound(f"files of dataset {name}:{row.version} are missing or damaged ({path})") from None
+        # the stored (storage-relative) path: API answers never show where the server keeps files
+        raise NotFound(f"files of dataset {name}:{row.version} are missing or damaged "
+                       f"({row.path})") from None
     return DatasetRef(name, row.version, path, manifest)
 
 

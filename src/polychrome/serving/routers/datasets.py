@@ -93,7 +93,7 @@ def _is_archive(head: bytes) -> bool:
 async def upload_dataset(request: Request,
                          settings: Settings = Depends(get_app_settings)) -> Any:
     """Upload one archive or many image files (+ `name`): starts an import job (202)."""
-    from ...data.sources import is_skipped, split_member_path
+    from ...data.sources import is_skipped, shown_name, split_member_path
     from ...persistence.datasets import validate_name
 
     ctype = request.headers.get("content-type", "")
@@ -125,7 +125,7 @@ async def upload_dataset(request: Request,
                 raise DatasetError(f"archive larger than {settings.max_archive_bytes} bytes",
                                    code="unsafe")
             await asyncio.to_thread(_stage_archive, job_id, files[0])
-            source = f"upload:{files[0].filename or 'archive'}"
+            source = f"upload:{shown_name(files[0].filename or 'archive')}"
         else:
             if len(files) > settings.max_members:
                 raise DatasetError(f"more than {settings.max_members} files", code="unsafe")
@@ -136,7 +136,8 @@ async def upload_dataset(request: Request,
                 raw = f.filename or ""
                 parts, why = split_member_path(raw)
                 if parts is None:
-                    raise DatasetError(f"unsafe file name {raw!r}: {why}", code="unsafe")
+                    raise DatasetError(f"unsafe file name '{shown_name(raw)}': {why}",
+                                       code="unsafe")
                 if is_skipped(parts):
                     continue
                 rel = "/".join(parts)
@@ -221,13 +222,27 @@ def inbox_dir(settings: Settings) -> Path:
 
 def stage_inbox_import(job_id: str, path: str, settings: Settings) -> dict[str, Any]:
     """Manifest for an import job reading a file or folder inside the inbox."""
+    from ...data.sources import MAX_COMPONENT_BYTES, name_problem, shown_name
+
+    problem = name_problem(path) or next(
+        (f"a name longer than {MAX_COMPONENT_BYTES} bytes" for part in path.split("/")
+         if len(part.encode("utf-8", "replace")) > MAX_COMPONENT_BYTES), "")
+    if problem:  # a NUL byte would reach the filesystem calls below as a ValueError
+        raise DatasetError(f"import path '{shown_name(path)}' refused: {problem}",
+                           code="unsafe")
     root = inbox_dir(settings).resolve()
-    target = (root / path).resolve()
-    if root != target and root not in target.parents:
-        raise DatasetError(f"import path {path!r} is outside the server inbox "
+    try:
+        target = (root / path).resolve()
+        inside = root == target or root in target.parents
+        exists = inside and target.exists()
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"import path '{shown_name(path)}' cannot be read: "
+                           f"{getattr(e, 'strerror', None) or e}", code="bad_source") from None
+    if not inside:
+        raise DatasetError(f"import path '{shown_name(path)}' is outside the server inbox "
                            f"($POLYCHROME_HOME/inbox)", code="unsafe")
-    if not target.exists():
-        raise DatasetError(f"import path {path!r} not found in the server inbox",
+    if not exists:
+        raise DatasetError(f"import path '{shown_name(path)}' not found in the server inbox",
                            code="bad_source")
     d = uploads_dir(job_id)
     d.mkdir(parents=True, exist_ok=True)
