@@ -101,10 +101,28 @@ class Settings(BaseSettings):
     train_max_eval_n: int = Field(default=50_000, ge=1)  # samples per periodic evaluation
     train_max_sample_cols: int = Field(default=32, ge=1)  # columns of the sample grids
 
-    @field_validator("api_keys", mode="before")
+    # -- request guards (serving/security.py, serving/jobs/webhook.py) -----------------
+    # Host names the API answers to, comma-separated ("*" = any, "*.example.org" = its
+    # subdomains); loopback names, the bound host and the address a connection arrived at
+    # always pass. Behind a proxy that passes Host through, list the names clients use.
+    allowed_hosts: str = ""
+    # Origins (scheme://host[:port]) besides the API's own from which a browser may send
+    # state-changing requests (comma-separated; "*" = any). Requests without an Origin or
+    # Referer header (CLI, scripts, the Python client) are not checked.
+    allowed_origins: str = ""
+    # `serve` refuses a non-loopback --host without api_keys unless this is set.
+    insecure_public: bool = False
+    # Webhooks post only to public addresses; these hosts and IPs / CIDRs too (comma-separated).
+    webhook_allow: str = ""
+    header_timeout_s: float = 30.0  # the request line and headers must arrive in this (408)
+    body_timeout_s: float = 60.0  # longest wait for the next chunk of a request body (408)
+
+    @field_validator("api_keys", "allowed_hosts", "allowed_origins", "webhook_allow",
+                     mode="before")
     @classmethod
     def _keys_from_list(cls, v: Any) -> Any:
-        # A config file may list keys; the environment gives a comma-separated string.
+        # A config file may list keys (or hosts); the environment gives a comma-separated
+        # string.
         if isinstance(v, list | tuple):
             return ",".join(str(k) for k in v)
         return v

@@ -45,7 +45,9 @@ def fast(monkeypatch):
 
 
 @pytest.fixture
-def webhook_sink():
+def webhook_sink(monkeypatch):
+    # A loopback receiver: webhooks reach only public addresses unless the allow-list names it.
+    monkeypatch.setenv("POLYCHROME_WEBHOOK_ALLOW", "127.0.0.1")
     received: list[dict] = []
 
     class Handler(BaseHTTPRequestHandler):

@@ -81,9 +81,12 @@ class WorkerSupervisor:
 @click.option("--workers", type=click.IntRange(0, 64), default=None,
               help="Job worker processes to run beside the API (default 1; 0 = none).")
 @click.option("--no-batching", is_flag=True, help="Serve each generate request on its own.")
+@click.option("--insecure-public", is_flag=True, default=None,
+              help="Serve a non-loopback --host without API keys (setting insecure_public): "
+                   "anyone who can reach the port can use the API.")
 @click.pass_context
 def serve_cmd(ctx: click.Context, host: str | None, port: int | None, workers: int | None,
-              no_batching: bool) -> None:
+              no_batching: bool, insecure_public: bool | None) -> None:
     """Run the REST API (OpenAPI at /openapi.json, docs at /docs) and job workers."""
     import uvicorn
 
@@ -95,9 +98,16 @@ def serve_cmd(ctx: click.Context, host: str | None, port: int | None, workers: i
     n_workers = settings.workers if workers is None else workers
     if not 0 <= port <= 65535:
         raise ConfigError(f"port must be in 0..65535, got {port}")
-    if host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key_set:
+    from ..serving.security import guarded_h11_protocol, is_loopback
+
+    if not is_loopback(host) and not settings.api_key_set:
+        if not (insecure_public or settings.insecure_public):
+            raise ConfigError(f"refusing to serve on {host} without API keys: anyone who can "
+                              "reach it could use it; set POLYCHROME_API_KEYS, or pass "
+                              "--insecure-public (POLYCHROME_INSECURE_PUBLIC=1) to mean it")
         log.warning("binding to %s without API keys: anyone who can reach it can use it "
                     "(set POLYCHROME_API_KEYS)", host)
+    settings = settings.model_copy(update={"host": host, "port": port})  # the bound address
     verbose = bool(ctx.find_root().params.get("verbose"))
     if settings.inference_threads > 0:
         import torch
@@ -110,8 +120,11 @@ def serve_cmd(ctx: click.Context, host: str | None, port: int | None, workers: i
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     supervisor.start()
     try:
+        # h11 with header and discarded-body read timeouts (uvicorn has none of its own).
         uvicorn.run(api, host=host, port=port, log_level="debug" if verbose else "info",
-                    access_log=verbose, timeout_graceful_shutdown=10)
+                    access_log=verbose, timeout_graceful_shutdown=10,
+                    http=guarded_h11_protocol(settings.header_timeout_s,
+                                              settings.body_timeout_s))
     finally:
         supervisor.stop()
 

@@ -34,7 +34,14 @@ from .routers import (
     sessions,
     style,
 )
-from .security import AuthRateLimitMiddleware, BodyLimitMiddleware
+from .security import (
+    AuthRateLimitMiddleware,
+    BodyLimitMiddleware,
+    BodyTimeoutMiddleware,
+    HostOriginMiddleware,
+    PathScrubMiddleware,
+    server_path_replacements,
+)
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +148,11 @@ def create_app(settings: Settings | None = None, *, batching: bool | None = None
                        rate_per_minute=settings.rate_limit,
                        on_limited=metrics.rate_limited.inc)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyTimeoutMiddleware, timeout_s=settings.body_timeout_s)
+    # Host (DNS rebinding) and Origin (cross-site requests) before keys are even looked at.
+    app.add_middleware(HostOriginMiddleware, allowed_hosts=settings.allowed_hosts,
+                       allowed_origins=settings.allowed_origins, bound_host=settings.host)
+    app.add_middleware(PathScrubMiddleware, replacements=server_path_replacements(settings))
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 

@@ -83,6 +83,9 @@ def _create(body: TrainJobIn | EvalJobIn | ImportJobIn, settings: Settings) -> d
     where = non_finite(body.model_dump())  # Python's JSON parser accepts NaN and Infinity
     if where is not None:
         raise ConfigError(f"{where} must be a finite number (not NaN or infinite)")
+    from ..jobs.webhook import check_webhook
+
+    check_webhook(body.webhook, settings.webhook_allow)  # loopback / private hosts -> 400
     job_id = uuid.uuid4().hex
     run_dir = None
     if isinstance(body, TrainJobIn):
