@@ -85,7 +85,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _bug(_req: Request, exc: Exception) -> JSONResponse:  # pragma: no cover
         log.exception("internal error")
-        return error_response(500, "internal_error", f"internal error ({type(exc).__name__})")
+        # uvicorn drops the connection after an unhandled error: say so, so a client does
+        # not send its next request on it
+        return error_response(500, "internal_error", f"internal error ({type(exc).__name__})",
+                              {"Connection": "close"})
 
 
 def create_app(settings: Settings | None = None, *, batching: bool | None = None) -> FastAPI:
