@@ -71,6 +71,9 @@ def test_a_release_home_upgrades_in_place_with_nothing_lost(tmp_path, monkeypatc
     for table in TABLES:
         if table == "model_versions":
             continue
+        if table == "jobs":  # 0003 added failures: 0 for every job that was there
+            assert after[table] == [row + (0,) for row in before[table]], table
+            continue
         assert after[table] == before[table], table
     old = {r[1]: r for r in before["model_versions"]}
     new = {r[1]: r for r in after["model_versions"]}

@@ -91,10 +91,16 @@ def test_cancel_and_queue_bound():
 
 
 def test_a_job_that_keeps_losing_its_worker_fails_eventually():
+    import os
+    import socket
+
+    # This process, a worker running all along, outlives every lost one: the job is blamed.
+    store.beat(f"{socket.gethostname()}:{os.getpid()}:w", None)
+    time.sleep(0.01)
     job = store.create_job("train", {}, queue_max=10)
     for attempt in range(1, 4):
         assert store.claim(job["id"], f"host:{attempt}:x", lease_s=1)
-        reclaimed = store.reclaim_stale(now=time.time() + 10, max_attempts=3)
+        reclaimed = store.reclaim_stale(now=time.time() + 10, max_failures=3, lease_s=1)
         assert reclaimed == ([job["id"]] if attempt < 3 else [])
     failed = store.get_job(job["id"])
     assert failed["state"] == "failed" and failed["error"]["code"] == "worker_lost"

@@ -24,42 +24,108 @@ log = logging.getLogger("polychrome.serve")
 class WorkerSupervisor:
     """Keeps N `polychrome worker` processes alive; a dead one is started again.
 
-    A restarted worker finds the job its predecessor held (the lease of a dead
-    pid is reclaimed at once on the same host) and resumes it from its checkpoint.
+    A restarted worker finds the job its predecessor held and resumes it from its
+    checkpoint. A worker that died while this supervisor lives is the job's doing (it ran
+    out of memory, say): the job is blamed for it (`failures`) before a new worker starts.
+
+    One supervisor per home runs workers: it holds `<home>/workers.lock` for its lifetime
+    (the kernel releases it however the process ends). A second `serve` on the same home
+    serves the API only and takes the workers over when the first one is gone. Workers die
+    with their supervisor (parent-death signal), so a `serve` killed with -9 leaves none
+    behind. All of this happens on one thread, the one that started the workers: Linux
+    signals a child when the thread that forked it exits.
     """
+
+    LOCK_NAME = "workers.lock"
 
     def __init__(self, n: int, verbose: bool = False):
         self.n = n
         self.verbose = verbose
         self.procs: list[subprocess.Popen | None] = [None] * n
+        self.stop_timeout = 60.0
+        self._lock_fd: int | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="worker-supervisor", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="worker-supervisor", daemon=True)
 
     def _spawn(self, i: int) -> None:
         cmd = [sys.executable, "-m", "polychrome"]
         if self.verbose:
             cmd.append("-v")
         cmd.append("worker")
+        from ..serving.jobs.worker import SUPERVISOR_PID_ENV
+
+        env = {**os.environ, SUPERVISOR_PID_ENV: str(os.getpid())}
         # Own process group: Ctrl-C in the terminal reaches `serve`, which then stops
         # the workers gracefully (checkpoint first) instead of killing them mid-step.
-        self.procs[i] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.procs[i] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env,
+                                         start_new_session=True)
         log.info("started job worker %d (pid %d)", i, self.procs[i].pid)
 
+    def _acquire(self, *, announce: bool) -> bool:
+        """Take the home's worker lock (never waits); False while another supervisor has it."""
+        import fcntl
+
+        path = get_settings().home / self.LOCK_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            if announce:
+                holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "?"
+                log.warning("another `polychrome serve` (pid %s) runs the job workers of %s: "
+                            "this one serves the API only and starts no workers (it takes "
+                            "them over if that one stops)", holder, path.parent)
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        self._lock_fd = fd
+        return True
+
     def start(self) -> None:
-        for i in range(self.n):
-            self._spawn(i)
-        self._thread.start()
+        if self.n > 0:
+            self._thread.start()
 
-    def _loop(self) -> None:
-        while not self._stop.wait(1.0):
-            for i, p in enumerate(self.procs):
-                if p is not None and p.poll() is not None and not self._stop.is_set():
-                    log.warning("job worker %d (pid %d) exited with %s; restarting it",
-                                i, p.pid, p.returncode)
+    def _run(self) -> None:
+        try:
+            if self._acquire(announce=True):
+                for i in range(self.n):
                     self._spawn(i)
+            while not self._stop.wait(1.0):
+                if self._lock_fd is None:
+                    if self._acquire(announce=False):
+                        log.info("the other supervisor is gone: starting %d job worker(s)",
+                                 self.n)
+                        for i in range(self.n):
+                            self._spawn(i)
+                    continue
+                for i, p in enumerate(self.procs):
+                    if p is not None and p.poll() is not None and not self._stop.is_set():
+                        log.warning("job worker %d (pid %d) exited with %s; restarting it",
+                                    i, p.pid, p.returncode)
+                        self._blame(p.pid)
+                        self._spawn(i)
+        finally:
+            self._stop_workers(self.stop_timeout)
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # releases the lock
+                self._lock_fd = None
 
-    def stop(self, timeout: float = 60.0) -> None:
-        self._stop.set()
+    @staticmethod
+    def _blame(pid: int) -> None:
+        """This supervisor outlived worker `pid`: the jobs it held count the death."""
+        try:
+            from ..persistence import jobs as store
+            from ..serving.jobs.queue import enqueue_job
+
+            for job_id in store.worker_died(pid):
+                enqueue_job(job_id)
+        except Exception:  # a busy database: the workers' own sweep returns the jobs later
+            log.warning("could not return the jobs of worker pid %d to the queue", pid,
+                        exc_info=True)
+
+    def _stop_workers(self, timeout: float) -> None:
         for p in self.procs:
             if p is not None and p.poll() is None:
                 p.terminate()  # graceful: the job checkpoints and goes back to the queue
@@ -73,6 +139,12 @@ class WorkerSupervisor:
                 log.warning("job worker pid %d did not stop in time; killing it", p.pid)
                 p.kill()
                 p.wait()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        self.stop_timeout = timeout
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout + 10.0)
 
 
 @app.command("serve")
@@ -137,9 +209,11 @@ def serve_cmd(ctx: click.Context, host: str | None, port: int | None, workers: i
 @json_option
 def worker_cmd(max_jobs: int | None, idle_exit: float | None, as_json: bool) -> None:
     """Run queued jobs (import / train / eval) until stopped; SIGTERM checkpoints first."""
+    from ..serving.jobs.worker import Worker, tie_to_supervisor
+
+    tie_to_supervisor()  # started by `serve`: stop when it dies
     # Import the job code now, not when the first job arrives (seconds on a busy machine).
     from ..persistence import datasets as _datasets  # noqa: F401
-    from ..serving.jobs.worker import Worker
     from ..training import train as _train  # noqa: F401
 
     # Scratch files of jobs (and of the processes they start, e.g. torchrun's launcher)

@@ -6,6 +6,12 @@ expired, and keeps it with heartbeats. A killed worker stops renewing; once the
 lease expires (or, on the same host, as soon as its pid is gone) any worker
 returns the job to the queue (`reclaim_stale`). So no job is lost and no job
 runs in two places at once.
+
+A lost worker counts against its job (`failures`, which the give-up limit reads) only
+when the rest of the service stayed up: the supervisor that started the worker saw it
+die (`worker_died`), or another worker that was already running before the death is
+still running. When the whole service went down (the supervisor and its workers killed,
+the machine rebooted), nobody outlived the worker, so the job is simply resumed.
 """
 
 from __future__ import annotations
@@ -58,6 +64,8 @@ class Job(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
     lease_expires: Mapped[float | None] = mapped_column(Float, nullable=True)  # unix time
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # claims so far
+    # Worker deaths the job is blamed for (the service outlived them; see reclaim_stale).
+    failures: Mapped[int] = mapped_column(Integer, default=0)
     webhook: Mapped[str | None] = mapped_column(String(2048), nullable=True)
     webhook_status: Mapped[str | None] = mapped_column(String(256), nullable=True)
 
@@ -77,7 +85,7 @@ class WorkerBeat(Base):
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 KINDS = ("import", "train", "eval")
-MAX_ATTEMPTS = 5  # claims of one job before a lost worker fails it for good
+MAX_FAILURES = 5  # worker deaths blamed on one job before it fails for good
 
 
 def new_worker_id() -> str:
@@ -103,6 +111,7 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "run_dir": job.run_dir,
         "cancel_requested": bool(job.cancel_requested),
         "attempts": int(job.attempts or 0),
+        "failures": int(job.failures or 0),
         "webhook": job.webhook,
         "webhook_status": job.webhook_status,
     }
@@ -258,41 +267,143 @@ def _owner_dead_here(owner: str | None) -> bool:
     return False
 
 
-def reclaim_stale(now: float | None = None, max_attempts: int = MAX_ATTEMPTS) -> list[str]:
+def _alive_here(pid: int, started: float) -> bool:
+    """Process `pid` of this host exists and is the one that started at `started` (not a
+    later process that reuses the pid)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    began = _process_start(pid)
+    return began is None or began <= started + 5.0
+
+
+def _process_start(pid: int) -> float | None:
+    """When process `pid` started (unix time; Linux /proc), None where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            stat = f.read()
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22: start time since boot
+        with open("/proc/stat", encoding="ascii") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def _unix(t: dt.datetime) -> float:
+    return t.replace(tzinfo=dt.UTC).timestamp()
+
+
+def _outlived(owner: str | None, expires: float | None, lease_s: float) -> bool:
+    """Did another worker that was running before `owner` died keep running after?
+
+    Evidence that the service stayed up while the job's worker died: a worker (other than
+    the owner) started before the owner's last sign of life and alive after it died -- on
+    this host its process still exists (the same process, not a later one with its pid);
+    on another host it beat after the owner's lease ran out. Workers of a service that
+    went down with the owner are dead too, and the ones started since are younger than the
+    death, so that job is not blamed.
+    """
+    host = socket.gethostname()
+    with session_scope() as s:
+        rows = s.execute(select(WorkerBeat.id, WorkerBeat.host, WorkerBeat.pid,
+                                WorkerBeat.started, WorkerBeat.last_seen)).all()
+    last_sign = next((seen for wid, _, _, _, seen in rows if wid == owner), None)
+    if last_sign is None:
+        if expires is None:
+            return False
+        last_sign = expires - lease_s
+    for wid, whost, pid, started, seen in rows:
+        if wid == owner or started is None or _unix(started) >= last_sign:
+            continue
+        if whost == host:
+            if pid == os.getpid() or _alive_here(pid, _unix(started)):
+                return True
+        elif expires is not None and seen > expires:
+            return True
+    return False
+
+
+def _lose(job_id: str, owner: str | None, failures: int, *, blamed: bool,
+          max_failures: int, why: str) -> str | None:
+    """Take a running job from its lost worker: back to the queue, or failed when the job is
+    blamed for the `max_failures`th time. Returns the new state (None: someone else took it)."""
+    failures += 1 if blamed else 0
+    values: dict[str, Any] = {"lease_owner": None, "lease_expires": None, "updated": utcnow(),
+                              "failures": failures}
+    gave_up = blamed and failures >= max_failures
+    if gave_up:
+        values.update(state="failed", finished=utcnow(), error={
+            "code": "worker_lost",
+            "message": f"the worker running this job died {failures} times while the rest "
+                       "of the service stayed up (the job itself seems to kill it, e.g. by "
+                       "running out of memory); giving up"})
+    else:
+        values["state"] = "queued"
+    cond = (Job.lease_owner == owner) if owner is not None else Job.lease_owner.is_(None)
+    with session_scope() as s:
+        res = s.execute(update(Job).where(Job.id == job_id, Job.state == "running", cond)
+                        .values(**values))
+    if res.rowcount != 1:
+        return None
+    if gave_up:
+        log.error("job %s: its worker died %d times; marked failed", job_id, failures)
+    else:
+        log.warning("job %s: worker %s is gone (%s); returning the job to the queue%s",
+                    job_id, owner, why, f" (failure {failures})" if blamed else "")
+    return values["state"]
+
+
+def reclaim_stale(now: float | None = None, max_failures: int = MAX_FAILURES,
+                  lease_s: float | None = None) -> list[str]:
     """Return running jobs whose worker is gone to the queue; returns their ids.
 
     The caller enqueues the returned ids. The conditional UPDATE makes the
-    reclaim happen once even when several workers sweep at the same moment. A
-    job that has lost its worker `max_attempts` times (say it kills every worker
+    reclaim happen once even when several workers sweep at the same moment. The
+    job is blamed for the death (`failures`) only when another worker outlived it
+    (`_outlived`); a job blamed `max_failures` times (say it kills every worker
     that runs it) fails instead of circling forever.
     """
     now = time.time() if now is None else now
+    if lease_s is None:
+        from ..settings import get_settings
+
+        lease_s = get_settings().job_lease_s
     reclaimed: list[str] = []
     with session_scope() as s:
-        rows = s.execute(select(Job.id, Job.lease_owner, Job.lease_expires, Job.attempts)
+        rows = s.execute(select(Job.id, Job.lease_owner, Job.lease_expires, Job.failures)
                          .where(Job.state == "running")).all()
-    for job_id, owner, expires, attempts in rows:
-        if not ((expires is not None and expires < now) or _owner_dead_here(owner)):
+    for job_id, owner, expires, failures in rows:
+        expired = expires is not None and expires < now
+        if not (expired or _owner_dead_here(owner)):
             continue
-        gave_up = (attempts or 0) >= max_attempts
-        values: dict[str, Any] = {"lease_owner": None, "lease_expires": None,
-                                  "updated": utcnow()}
-        if gave_up:
-            values.update(state="failed", finished=utcnow(), error={
-                "code": "worker_lost",
-                "message": f"the worker running this job died {attempts} times; giving up"})
-        else:
-            values["state"] = "queued"
-        with session_scope() as s:
-            res = s.execute(update(Job).where(Job.id == job_id, Job.state == "running",
-                                              Job.lease_owner == owner).values(**values))
-        if res.rowcount == 1 and not gave_up:
-            log.warning("job %s: worker %s is gone; returning the job to the queue",
-                        job_id, owner)
+        blamed = _outlived(owner, expires, lease_s)
+        state = _lose(job_id, owner, failures or 0, blamed=blamed, max_failures=max_failures,
+                      why="lease expired" if expired else "its process ended")
+        if state == "queued":
             reclaimed.append(job_id)
-        elif res.rowcount == 1:
-            log.error("job %s: worker lost %d times; marked failed", job_id, attempts)
     return reclaimed
+
+
+def worker_died(pid: int, *, host: str | None = None,
+                max_failures: int = MAX_FAILURES) -> list[str]:
+    """The supervisor that started worker `pid` saw it die and is itself alive: the jobs that
+    worker held are blamed for it and go back to the queue (or fail at the limit). Returns
+    the ids to enqueue."""
+    prefix = f"{host or socket.gethostname()}:{int(pid)}:"
+    with session_scope() as s:
+        rows = s.execute(select(Job.id, Job.lease_owner, Job.failures)
+                         .where(Job.state == "running",
+                                Job.lease_owner.startswith(prefix, autoescape=True))).all()
+    requeued = []
+    for job_id, owner, failures in rows:
+        if _lose(job_id, owner, failures or 0, blamed=True, max_failures=max_failures,
+                 why="its supervisor saw it die") == "queued":
+            requeued.append(job_id)
+    return requeued
 
 
 def queued_job_ids(older_than_s: float = 0.0) -> list[str]:

@@ -87,7 +87,9 @@ class JobOut(BaseModel):
     result: dict[str, Any] | None
     run_dir: str | None
     cancel_requested: bool
-    attempts: int
+    attempts: int = Field(description="claims by workers so far (each resume is one)")
+    failures: int = Field(description="worker deaths blamed on the job (the rest of the "
+                          "service stayed up); it fails at the server's limit")
     webhook: str | None
     webhook_status: str | None
 

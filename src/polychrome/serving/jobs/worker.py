@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import signal
+import sys
 import threading
 import time
 from typing import Any
@@ -25,6 +27,8 @@ from .webhook import post_webhook
 log = logging.getLogger(__name__)
 
 _CURRENT: Worker | None = None
+SUPERVISOR_PID_ENV = "POLYCHROME_SUPERVISOR_PID"  # set by `serve` for the workers it starts
+ORPHAN_GRACE_S = 30.0  # after its supervisor died: time to checkpoint before a hard exit
 
 
 def current_worker() -> Worker | None:
@@ -189,6 +193,39 @@ class Worker:
             log.exception("job %s crashed", ctx.job["id"])
             return "failed", None, {"code": "internal_error",
                                     "message": f"{type(e).__name__}: {e}"}
+
+
+def tie_to_supervisor(poll_s: float = 0.5) -> None:
+    """A worker started by `polychrome serve` stops when its supervisor dies (killed with
+    -9 too), instead of running on beside the next `serve` on the same home.
+
+    Linux delivers SIGTERM at the parent's death (prctl PR_SET_PDEATHSIG): the usual
+    graceful stop (checkpoint, job back to the queue). A thread also polls the parent pid
+    (other systems, or a signal lost to a race) and sends the same SIGTERM; a worker still
+    alive ORPHAN_GRACE_S later exits hard. Does nothing outside a supervisor.
+    """
+    expected = int(os.environ.get(SUPERVISOR_PID_ENV) or 0)
+    if not expected:
+        return
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0) != 0:
+            log.warning("could not tie this worker to its supervisor's life (errno %d)",
+                        ctypes.get_errno())
+
+    def watch() -> None:
+        while os.getppid() == expected:
+            time.sleep(poll_s)
+        log.warning("the supervisor (pid %d) is gone: stopping this worker", expected)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(ORPHAN_GRACE_S)
+        log.error("still running %g s after the supervisor died: exiting now", ORPHAN_GRACE_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="supervisor-watch", daemon=True).start()
 
 
 def eta(started: float, step: int, total: int, first_step: int = 0) -> float | None:
