@@ -329,3 +329,45 @@ def test_ten_kill_9s_of_the_whole_service_during_one_training_job(tmp_path):
     finally:
         server.stop()
 
+
+# -- retry: a failed or cancelled training job resumes ------------------------------------------
+def test_retry_queues_a_failed_or_cancelled_training_job_again(polychrome_home, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from polychrome.serving.app import create_app
+    from polychrome.serving.jobs.queue import get_huey
+
+    def job(kind: str, state: str) -> str:
+        j = store.create_job(kind, {}, queue_max=100, run_dir=f"runs/{kind}-{state}")
+        if state != "queued":
+            assert store.claim(j["id"], f"{HOST}:1:x", lease_s=3600)
+        if state in store.FINAL_STATES:
+            assert store.finish(j["id"], f"{HOST}:1:x", state,
+                                error=None if state == "succeeded" else
+                                {"code": "worker_lost", "message": "gone"})
+        return j["id"]
+
+    monkeypatch.setenv("POLYCHROME_QUEUE_MAX", "2")  # one queued job below, one retried
+    with TestClient(create_app(), raise_server_exceptions=False) as c:
+        r = c.post("/api/jobs/nope/retry")
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+        for kind, state in [("train", "queued"), ("train", "running"), ("train", "succeeded"),
+                            ("import", "failed"), ("eval", "cancelled")]:
+            r = c.post(f"/api/jobs/{job(kind, state)}/retry")
+            assert r.status_code == 409, (kind, state, r.text)
+            assert r.json()["error"]["code"] == "job_state", r.text
+        failed = job("train", "failed")
+        with session_scope() as s:  # it had been blamed: retrying starts the count over
+            s.execute(update(store.Job).where(store.Job.id == failed).values(failures=5))
+        get_huey().storage.flush_queue()
+        r = c.post(f"/api/jobs/{failed}/retry")
+        assert r.status_code == 202, r.text
+        again = r.json()
+        assert r.headers["location"] == f"/api/jobs/{failed}"
+        assert again["state"] == "queued" and again["error"] is None
+        assert again["failures"] == 0 and again["finished"] is None
+        assert again["run_dir"] == "runs/train-failed"  # the same run: it resumes
+        assert [t.args for t in get_huey().pending()] == [(failed,)]
+        assert c.post(f"/api/jobs/{failed}/retry").status_code == 409  # queued now
+        r = c.post(f"/api/jobs/{job('train', 'cancelled')}/retry")
+        assert r.status_code == 503 and r.json()["error"]["code"] == "queue_full", r.text

@@ -178,6 +178,36 @@ def request_cancel(job_id: str) -> dict[str, Any]:
     return get_job(job_id)
 
 
+def retry_job(job_id: str, *, queue_max: int) -> dict[str, Any]:
+    """Queue a failed or cancelled training job again. Its run directory is kept, so the
+    next attempt resumes from the run's latest checkpoint (or starts it, if it never got
+    one). The blame count starts over: the person retrying has decided to try again."""
+    now = utcnow()
+    with session_scope() as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id!r}")
+        if job.kind != "train":
+            raise JobStateError(f"job {job_id} is an {job.kind} job: only training jobs can "
+                                "be retried (submit it again)")
+        if job.state not in ("failed", "cancelled"):
+            raise JobStateError(f"job {job_id} is {job.state}: only a failed or cancelled "
+                                "job can be retried")
+        queued = s.scalar(select(func.count()).select_from(Job).where(Job.state == "queued"))
+        if queued >= queue_max:
+            raise QueueFull(f"the job queue is full ({queued} queued, limit {queue_max}); "
+                            "try again later")
+        res = s.execute(update(Job).where(Job.id == job_id,
+                                          Job.state.in_(("failed", "cancelled")))
+                        .values(state="queued", finished=None, error=None, result=None,
+                                cancel_requested=0, failures=0, lease_owner=None,
+                                lease_expires=None, eta_seconds=None, webhook_status=None,
+                                updated=now))
+        if res.rowcount == 0:  # retried by someone else a moment ago
+            raise JobStateError(f"job {job_id} is no longer failed or cancelled")
+    return get_job(job_id)
+
+
 # -- worker side ---------------------------------------------------------------------
 def claim(job_id: str, owner: str, lease_s: float) -> bool:
     """Atomically take the job if it is queued or its lease has expired."""

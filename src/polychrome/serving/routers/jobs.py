@@ -143,6 +143,18 @@ def cancel_job(job_id: str) -> Any:
     return JSONResponse(job, status_code=202)
 
 
+@router.post("/{job_id}/retry", status_code=202, response_model=JobOut,
+             responses={404: {"description": "No such job"},
+                        409: {"description": "Not a failed or cancelled training job"},
+                        503: {"description": "Job queue full"}})
+def retry_job(job_id: str, settings: Settings = Depends(get_app_settings)) -> Any:
+    """A failed or cancelled training job goes back to the queue and resumes from its
+    run's latest checkpoint (the steps it trained are kept). 409 for any other state."""
+    job = store.retry_job(job_id, queue_max=settings.queue_max)
+    enqueue_job(job_id)
+    return JSONResponse(job, status_code=202, headers={"Location": f"/api/jobs/{job_id}"})
+
+
 # -- samples ---------------------------------------------------------------------------
 def _samples_dir(job: dict[str, Any]) -> Path | None:
     # run_dir is kept relative to the storage root (the API never shows server paths)

@@ -1,5 +1,6 @@
 // Train: dataset + architecture + preset (with a time estimate measured on this machine),
-// then a live view of the job: progress and ETA, loss curves, sample grids, cancel.
+// then a live view of the job: progress and ETA, loss curves, sample grids, cancel, and
+// retry (a failed or cancelled job resumes from its last checkpoint).
 import { getJSON, postJSON, request } from "../api.js";
 import { LineChart } from "../chart.js";
 import { watchJob } from "../jobs.js";
@@ -165,12 +166,25 @@ export function mount(root, params) {
     const sample = h("div", { class: "sample" }, h("p", { class: "hint" }, "The latest sample grid appears here."));
     const metrics = h("div", { class: "scroll" });
     const cancel = h("button", { type: "button", class: "danger", onclick: () => doCancel() }, "Cancel");
+    const retry = h("button", { type: "button", class: "secondary", onclick: () => doRetry(), title: "Continue from the last checkpoint", hidden: true }, "Retry");
+    const showRetry = (j) => { retry.hidden = !(j.kind === "train" && ["failed", "cancelled"].includes(j.state)); };
     const err = errorBox();
     const done = h("div", { "aria-live": "polite" });
     jobView.replaceChildren(title, stateLine, bar, eta, h("h3", {}, "Losses"), canvas, legend,
-      h("h3", {}, "Latest samples"), sample, h("h3", {}, "Metrics"), metrics, h("div", { class: "row" }, cancel), err, done);
+      h("h3", {}, "Latest samples"), sample, h("h3", {}, "Metrics"), metrics, h("div", { class: "row" }, cancel, retry), err, done);
+    showRetry(job);
     chart.draw();
     jobView.scrollIntoView({ block: "nearest" });
+
+    async function doRetry() {
+      clearError(err);
+      retry.disabled = true;
+      try {
+        const again = await (await request(`/api/jobs/${job.id}/retry`, { method: "POST" })).json();
+        follow(again);
+        listRecent();
+      } catch (e) { showError(err, e); retry.disabled = false; }
+    }
 
     async function doCancel() {
       clearError(err);
@@ -191,6 +205,7 @@ export function mount(root, params) {
       sample: (s) => { sample.replaceChildren(apiImg(s.url, `Sample grid ${s.file}`, { class: "grid-img" }), h("p", { class: "hint" }, s.file)); },
       end: (j) => {
         cancel.disabled = true;
+        showRetry(j);
         stateLine.textContent = `State: ${j.state}`;
         if (j.state === "succeeded") {
           bar.value = 1;
