@@ -178,10 +178,7 @@ class TrainConfig:
         need(self.instance_noise_steps is None or self.instance_noise_steps >= 0,
              "instance_noise_steps must be >= 0")
         need(0.0 <= self.collapse_ratio <= 1.0, "collapse_ratio must be in [0, 1]")
-        for key in ("lr_g", "lr_d"):
-            value = getattr(self, key)
-            need(value is None or value > 0, f"{key} must be > 0, got {value}")
-        for key in ("gp_weight", "r1_gamma"):
+        for key in ("lr_g", "lr_d", "gp_weight", "r1_gamma"):  # 0 = frozen / off
             value = getattr(self, key)
             need(value is None or value >= 0, f"{key} must be >= 0, got {value}")
         if self.mixing_prob is not None:
