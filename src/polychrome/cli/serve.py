@@ -89,28 +89,39 @@ class WorkerSupervisor:
 
     def _run(self) -> None:
         try:
-            if self._acquire(announce=True):
-                for i in range(self.n):
-                    self._spawn(i)
-            while not self._stop.wait(1.0):
-                if self._lock_fd is None:
-                    if self._acquire(announce=False):
-                        log.info("the other supervisor is gone: starting %d job worker(s)",
-                                 self.n)
-                        for i in range(self.n):
-                            self._spawn(i)
-                    continue
-                for i, p in enumerate(self.procs):
-                    if p is not None and p.poll() is not None and not self._stop.is_set():
-                        log.warning("job worker %d (pid %d) exited with %s; restarting it",
-                                    i, p.pid, p.returncode)
-                        self._blame(p.pid)
-                        self._spawn(i)
+            first = True
+            while True:
+                try:
+                    self._tick(first)
+                except Exception:  # e.g. a failed fork: try again in a second
+                    log.exception("job worker supervision failed; trying again")
+                first = False
+                if self._stop.wait(1.0):
+                    break
         finally:
             self._stop_workers(self.stop_timeout)
             if self._lock_fd is not None:
                 os.close(self._lock_fd)  # releases the lock
                 self._lock_fd = None
+
+    def _tick(self, first: bool) -> None:
+        """Hold the home's lock (or try to take it over), then keep every worker running."""
+        if self._lock_fd is None:
+            if not self._acquire(announce=first):
+                return
+            if not first:
+                log.info("the other supervisor is gone: starting %d job worker(s)", self.n)
+        for i, p in enumerate(self.procs):
+            if self._stop.is_set():
+                return
+            if p is not None and p.poll() is None:
+                continue
+            if p is not None:
+                log.warning("job worker %d (pid %d) exited with %s; restarting it",
+                            i, p.pid, p.returncode)
+                self.procs[i] = None
+                self._blame(p.pid)
+            self._spawn(i)
 
     @staticmethod
     def _blame(pid: int) -> None:
