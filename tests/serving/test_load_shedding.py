@@ -54,7 +54,7 @@ def test_slots_waiting_line_and_refusal():
         tasks = [asyncio.create_task(ac.run(job(i))) for i in range(3)]
         await asyncio.sleep(0)
         assert (ac.inflight, ac.waiting, ac.full) == (2, 1, True)
-        assert ac.saturated
+        assert not ac.saturated  # full, but nobody refused yet
         # One more is refused at once, its coroutine closed unrun.
         refused = job(99)
         with pytest.raises(Overloaded) as e:
@@ -62,7 +62,7 @@ def test_slots_waiting_line_and_refusal():
         assert e.value.http_status == 503 and e.value.code == "overloaded"
         assert e.value.retry_after >= 1.0 and "max_inflight 2" in str(e.value)
         assert refused.cr_frame is None  # closed
-        assert ac.refused == 1 and ac.admitted == 2
+        assert ac.refused == 1 and ac.admitted == 2 and ac.saturated
         # The first to finish hands its slot to the waiting one (first come, first served).
         gates[0].set()
         assert await tasks[0] == 0

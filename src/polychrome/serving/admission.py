@@ -9,8 +9,9 @@ recent service times -- never left to queue until the client or a proxy gives up
 routes (health, readiness, metrics, jobs, the gallery, models, static files) never pass
 through it, so they answer while inference is saturated.
 
-`/api/ready` reports `saturated` (and answers 503 while it is, so a load balancer sends
-traffic to other replicas); `/api/health`, liveness, stays 200. `/metrics` exposes the
+`/api/ready` reports `saturated` -- a request was refused within the last
+SATURATION_HOLD_S seconds -- and answers 503 while it is, so a load balancer sends traffic
+to other replicas; `/api/health`, liveness, stays 200. `/metrics` exposes the
 in-flight and waiting counts, the bounds, and the admitted and refused totals.
 
 Everything here runs on the event loop's thread (no locks): the counters and the queue
@@ -107,8 +108,10 @@ class AdmissionController:
 
     @property
     def saturated(self) -> bool:
-        """Full now, or a request was refused within the last SATURATION_HOLD_S seconds."""
-        return self.full or time.monotonic() - self._refused_at < SATURATION_HOLD_S
+        """Refusing: a request was refused within the last SATURATION_HOLD_S seconds. (Merely
+        full -- every slot and place in line taken, nobody refused yet -- is the load the
+        process is sized for, not a reason to take it out of a balancer's rotation.)"""
+        return time.monotonic() - self._refused_at < SATURATION_HOLD_S
 
     def retry_after(self) -> float:
         """Seconds until the requests ahead have drained (they leave max_inflight at a
@@ -118,7 +121,7 @@ class AdmissionController:
         return min(float(RETRY_AFTER_MAX_S), max(1.0, est))
 
     def snapshot(self) -> dict[str, Any]:
-        return {"inflight": self.inflight, "waiting": self.waiting,
+        return {"inflight": self.inflight, "waiting": self.waiting, "full": self.full,
                 "max_inflight": self.max_inflight, "max_waiting": self.max_waiting,
                 "admitted": self.admitted, "refused": self.refused,
                 "service_s": round(self.service_s, 4)}
