@@ -1,7 +1,8 @@
 """Load: one API process at 1 client, at 32 and at 8 x 32 -- throughput, latency, shedding.
 
-    python benchmarks/load.py [--model emoji-stylegan] [--clients 1,32,256] [--seconds 20]
-        [--tiny] [--env NAME=VALUE ...] [--json docs/quality/load.json] [--readme README.md]
+    python benchmarks/load.py [--model emoji-stylegan] [--clients 1,32,256] [--seconds 10]
+        [--rounds 2] [--tiny] [--env NAME=VALUE ...] [--json docs/quality/load.json]
+        [--readme README.md]
 
 Starts `polychrome serve --workers 0` on a free loopback port in a temporary home (the
 bundled models registered; --tiny registers an untrained 16 px DCGAN instead, for a quick
@@ -12,7 +13,8 @@ gallery) back to back for --seconds. A client refused with 503 / 429 waits the a
 Retry-After (plus up to 10 % jitter), as a well-behaved client does, then sends again.
 Beside the clients, one probe connection asks GET /api/health every 50 ms (is liveness
 answered at once while inference is saturated?) and GET /api/ready every second (does it
-report the saturation?). Runs go 1, 32, 8 x 32 clients (--clients), after one warm-up (the
+report the saturation?). Runs go 1, 32, 8 x 32 clients (--clients), interleaved for --rounds
+rounds (a change of the machine's load hits every count alike), after one warm-up (the
 model loaded, the batch sizes met once: the micro-batcher verifies each size on first use).
 `--env POLYCHROME_BATCHING=false` measures the same load with micro-batching off.
 
@@ -207,8 +209,16 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None or seconds == float("inf") else round(seconds * 1e3, 1)
 
 
-def summarise(run: dict[str, Any]) -> dict[str, Any]:
-    """The figures of one run."""
+def summarise(run: dict[str, Any] | list[dict[str, Any]]) -> dict[str, Any]:
+    """The figures of one run, or of the rounds of one client count together."""
+    rounds = run if isinstance(run, list) else [run]
+    run = {"clients": rounds[0]["clients"],
+           "elapsed_s": sum(r["elapsed_s"] for r in rounds),
+           "records": [x for r in rounds for x in r["records"]],
+           "health": [x for r in rounds for x in r["health"]],
+           "ready": [x for r in rounds for x in r.get("ready", [])],
+           "cpu_s": {k: sum(r["cpu_s"].get(k, 0.0) for r in rounds)
+                     for k in rounds[0]["cpu_s"]}}
     records, elapsed = run["records"], run["elapsed_s"]
     ok = [s for status, s, _ in records if status == 200]
     shed = [s for status, s, _ in records if status in (429, 503)]
@@ -219,6 +229,8 @@ def summarise(run: dict[str, Any]) -> dict[str, Any]:
         "seconds": round(elapsed, 2),
         "requests": len(records),
         "throughput_rps": round(len(ok) / elapsed, 2),
+        "rounds_rps": [round(sum(1 for x in r["records"] if x[0] == 200) / r["elapsed_s"], 2)
+                       for r in rounds],
         "answers_rps": round(len(answered) / elapsed, 2),
         "p50_ms": _ms(_pct(ok, 50)),
         "p99_ms": _ms(_pct(ok, 99)),
@@ -237,7 +249,7 @@ def summarise(run: dict[str, Any]) -> dict[str, Any]:
 
 # -- the report ---------------------------------------------------------------------------------
 def table(report: dict[str, Any]) -> str:
-    lines = ["| clients | 200/s | p50 / p99 / max ms (200s) | answers | no answer | "
+    lines = ["| clients | 200/s (per round) | p50 / p99 / max ms (200s) | answers | no answer | "
              "503 p99 ms | /api/health p99 ms | ready: saturated | CPU cores: server / "
              "load generator |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -248,7 +260,8 @@ def table(report: dict[str, Any]) -> str:
         health = "-" if fig["health_p99_ms"] is None else f"{fig['health_p99_ms']:.0f}"
         cores = fig["cpu_cores"]
         lines.append(
-            f"| {fig['clients']} | {fig['throughput_rps']:.1f} | {_cell(fig['p50_ms'])} / "
+            f"| {fig['clients']} | {fig['throughput_rps']:.1f}{_rounds(fig)} | "
+            f"{_cell(fig['p50_ms'])} / "
             f"{_cell(fig['p99_ms'])} / {_cell(fig['max_ms'])} | {answers} | {lost} | {shed} | "
             f"{health} | {fig['ready_saturated']} of {fig['ready_probes']} | "
             f"{cores.get('server', 0.0):.2f} / {cores.get('load generator', 0.0):.2f} |")
@@ -257,6 +270,11 @@ def table(report: dict[str, Any]) -> str:
 
 def _cell(v: float | None) -> str:
     return "-" if v is None else f"{v:.0f}"
+
+
+def _rounds(fig: dict[str, Any]) -> str:
+    per = fig.get("rounds_rps", [])
+    return f" ({' / '.join(f'{x:.1f}' for x in per)})" if len(per) > 1 else ""
 
 
 def ratios(report: dict[str, Any]) -> dict[str, float | None]:
@@ -284,7 +302,8 @@ def readme_table(report: dict[str, Any]) -> str:
              f"{srv['max_inflight']}, max_waiting {srv['max_waiting']}, batching "
              f"{'on' if srv['batching'] else 'off'}, {srv['inference_threads']} torch "
              f"thread(s)); {', '.join(str(c) for c in clients)} closed-loop clients for "
-             f"{load['seconds']:g} s each, sending POST /api/generate n=1 with "
+             f"{load['seconds']:g} s per run, runs interleaved for {load.get('rounds', 1)} "
+             f"round(s), sending POST /api/generate n=1 with "
              f"`{load['model']}` (generated, PNG-encoded, stored in the gallery); a refused "
              f"client waits its Retry-After (`benchmarks/load.py`, commit "
              f"{str(report.get('commit'))[:10]}; {mach['cores']} cores, {mach['cpu']}, "
@@ -409,7 +428,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--clients", default="1,32,256",
                     help="comma-separated client counts, one run each (default 1,32,256: "
                          "8 x 32)")
-    ap.add_argument("--seconds", type=float, default=20.0, help="seconds per run")
+    ap.add_argument("--seconds", type=float, default=10.0, help="seconds per run")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="rounds of runs (each round runs every client count once)")
     ap.add_argument("--pause", type=float, default=3.0,
                     help="seconds before each run (queues drain, readiness recovers)")
     ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
@@ -430,8 +451,10 @@ def _main(args: argparse.Namespace) -> int:
     except ValueError:
         raise ConfigError(f"--clients takes comma-separated numbers, got {args.clients!r}") \
             from None
-    if not counts or min(counts) < 1 or args.seconds <= 0:
-        raise ConfigError("--clients and --seconds must be positive")
+    if len(set(counts)) != len(counts):
+        raise ConfigError(f"--clients has a count twice: {args.clients!r}")
+    if not counts or min(counts) < 1 or args.seconds <= 0 or args.rounds < 1:
+        raise ConfigError("--clients, --seconds and --rounds must be positive")
     extra = {}
     for item in args.env:
         name, sep, value = item.partition("=")
@@ -458,17 +481,21 @@ def _main(args: argparse.Namespace) -> int:
             # no run starts with a saturation left over from the one before.
             capacity = server["max_inflight"] + server["max_waiting"]
             asyncio.run(_warm(port, model, max(1, min(max(counts), capacity, 64))))
-            runs = []
-            for i, n in enumerate(counts):
+            # Rounds interleave the client counts (1, 32, 256, 1, 32, 256, ...): a change
+            # of the machine's load hits every count alike.
+            raw: dict[int, list[dict[str, Any]]] = {n: [] for n in counts}
+            order = [n for _ in range(args.rounds) for n in counts]
+            for i, n in enumerate(order):
                 time.sleep(args.pause)
                 run = asyncio.run(_load(port, n, args.seconds, model, 10**7 * (i + 1),
                                         proc.pid))
+                raw[n].append(run)
                 fig = summarise(run)
-                runs.append(fig)
-                print(f"{n} clients: {fig['throughput_rps']:.1f} x 200/s, p50 "
-                      f"{_cell(fig['p50_ms'])} ms, p99 {_cell(fig['p99_ms'])} ms, "
-                      f"{fig['by_status']}, no answer {fig['no_answer'] or 0}",
+                print(f"run {i + 1}/{len(order)}: {n} clients: {fig['throughput_rps']:.1f} "
+                      f"x 200/s, p50 {_cell(fig['p50_ms'])} ms, p99 {_cell(fig['p99_ms'])} "
+                      f"ms, {fig['by_status']}, no answer {fig['no_answer'] or 0}",
                       file=sys.stderr, flush=True)
+            runs = [summarise(raw[n]) for n in counts]
         finally:
             proc.terminate()
             try:
@@ -480,6 +507,7 @@ def _main(args: argparse.Namespace) -> int:
         **facts,
         "server": {**server, "workers": 0, "env": extra},
         "load": {"model": model, "seconds": args.seconds, "clients": counts,
+                 "rounds": args.rounds,
                  "pause_s": args.pause, "request": "POST /api/generate n=1",
                  "refused_clients": "wait Retry-After (+ up to 10 % jitter)"},
         "runs": runs,

@@ -37,7 +37,10 @@ def test_summary_and_tables():
     assert 10 <= one["p50_ms"] <= 100 and one["p99_ms"] == 100.0 and one["max_ms"] == 100.0
     assert one["health_p99_ms"] == 5.0 and one["cpu_cores"] == {"server": 0.8,
                                                                  "load generator": 0.1}
-    mid = load.summarise(_run(32, 10.0, 1600))
+    mid = load.summarise([_run(32, 10.0, 1500), _run(32, 10.0, 1700)])  # two rounds
+    assert mid["rounds_rps"] == [150.0, 170.0] and mid["throughput_rps"] == 160.0
+    assert mid["requests"] == 3200 and mid["seconds"] == 20.0 and mid["health_probes"] == 200
+    assert mid["cpu_cores"] == {"server": 0.8, "load generator": 0.1}
     top = load.summarise(_run(256, 10.0, 1500, n_shed=4000, lost={"reset": 2}))
     assert top["by_status"] == {"200": 1500, "503": 4000} and top["no_answer"] == {"reset": 2}
     assert top["requests"] == 5502 and top["answers_rps"] == 550.0
@@ -45,13 +48,15 @@ def test_summary_and_tables():
     report = {"commit": "abc123", "machine": {"cores": 2, "cpu": "Test CPU"},
               "server": {"max_inflight": 8, "max_waiting": 24, "batching": True,
                          "inference_threads": 1},
-              "load": {"seconds": 10.0, "model": "m"}, "runs": [one, mid, top]}
+              "load": {"seconds": 10.0, "model": "m", "rounds": 2},
+              "runs": [one, mid, top]}
     report["ratios"] = load.ratios(report)
     assert report["ratios"] == {"throughput_mid_over_one": 3.2, "p99_top_over_mid": 1.0}
     text = load.readme_table(report)
     assert text.startswith(load.README_BEGIN) and text.endswith(load.README_END)
     rows = [line for line in text.splitlines() if line.startswith("| 256 |")]
     assert len(rows) == 1 and "1500 x 200, 4000 x 503" in rows[0] and "2 x reset" in rows[0]
+    assert "| 160.0 (150.0 / 170.0) |" in text and "interleaved for 2 round(s)" in text
     assert "| 2 of 5 |" in rows[0] and "| 0.80 / 0.10 |" in rows[0]
     assert "3.20x" in text and "Test CPU" in text and "max_inflight 8" in text
     readme = f"# t\n\nbefore\n{load.README_BEGIN}\nold\n{load.README_END}\nafter\n"
@@ -90,6 +95,7 @@ def test_end_to_end(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(f"x\n{load.README_BEGIN}\n{load.README_END}\n")
     assert load.main(["--tiny", "--clients", "1,12", "--seconds", "2", "--pause", "2.5",
+                      "--rounds", "1",
                       "--env", "POLYCHROME_MAX_INFLIGHT=1", "--env",
                       "POLYCHROME_MAX_WAITING=1", "--env", "OMP_NUM_THREADS=1",
                       "--json", str(out), "--readme", str(readme)]) == 0
