@@ -307,12 +307,15 @@ def test_only_noise_models_have_a_sample_grid(inproc):
 
 def test_a_tiny_fps_is_refused_not_a_server_error(inproc):
     r = inproc.post("/api/interpolate", data={"model": "st", "from": "ink", "to": "neon",
-                                                  "frames": "2", "fps": "5e-324"},
-                        files={"image": ("a.png", _png())})
+                                              "frames": "2", "fps": "5e-324"},
+                    files={"image": ("a.png", _png())})
     assert r.status_code == 422, r.text
-    r = inproc.post("/api/interpolate", data={"model": "st", "from": "ink", "to": "neon",
-                                                  "frames": "2", "fps": "0.01"},
-                        files={"image": ("a.png", _png())})
+    r = inproc.post("/api/interpolate", json={"model": "dc", "from": "ink", "to": "ink",
+                                              "fps": 0.01})
+    assert r.status_code == 422, r.text
+    # the slowest allowed, every frame the same (a GIF merges them into one long frame)
+    r = inproc.post("/api/interpolate", json={"model": "dc", "from": "ink", "to": "ink",
+                                              "frames": 64, "pingpong": True, "fps": 0.25})
     assert r.status_code == 200, r.text
 
 
@@ -327,5 +330,5 @@ def test_reference_weights_may_be_one_json_list(inproc):
     files = [("image", ("a.png", _png())), ("reference", ("r1.png", _png(8))),
              ("reference", ("r2.png", _png(12)))]
     r = inproc.post("/api/mix", data={"model": "st", "reference_weights": "[1, 3]",
-                                          "save": "false"}, files=files)
+                                      "save": "false"}, files=files)
     assert r.status_code == 200, r.text

@@ -321,8 +321,8 @@ class InterpolateIn(_Strict):
     seed: Seed = 0
     style: StyleText | None = Field(None, description="pins the style of seed:N and "
                                     "reference endpoints")
-    fps: float = Field(8.0, ge=0.01, le=50.0, description="frames a second (a GIF holds a "
-                       "frame at most 655 s)")
+    fps: float = Field(8.0, ge=0.25, le=50.0, description="frames a second (a GIF holds a "
+                       "frame at most 655 s, identical frames merged into one)")
     scale: int = Field(1, ge=1, le=16, description="pixel repeat, so tiny models are visible")
     pingpong: bool = False
     size: Size = "native"
