@@ -86,7 +86,7 @@ class Restyler:
             self.set_image(source)
         elif source is not None:
             raise PolychromeError(f"{self.model.name} is a noise → image model: it takes no "
-                                  f"INPUT image{noise_hint}", code="bad_request")
+                                  f"INPUT image{noise_hint}", code="wrong_family")
 
     def content(self) -> Any:
         """G.encode(source) (opaque to the pipeline; decode takes it back), from the LRU

@@ -21,7 +21,9 @@ from .admission import AdmissionCollector, AdmissionController, reserve_threads
 from .deps import ServiceState
 from .errors import RateLimited
 from .inference import MicroBatcher, PipelineCache
+from .methods import install_method_guard
 from .observability import Metrics, MetricsMiddleware
+from .openapi import install_openapi
 from .routers import (
     datasets,
     generate,
@@ -144,6 +146,8 @@ def create_app(settings: Settings | None = None, *, batching: bool | None = None
     from ..web import mount_web
 
     mount_web(app)  # the page at / (static files; it calls the API like any client)
+    install_method_guard(app)  # 405 with every method a path takes in `Allow`
+    install_openapi(app, settings)  # error answers, settings' limits, links
 
     # Outermost first when the request arrives: metrics see every answer, including
     # the guards' 401/413/429.

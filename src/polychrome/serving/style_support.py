@@ -26,6 +26,7 @@ from ..models.base import GANModel
 from ..settings import Settings, get_settings
 from ..utils.atomic import atomic_write_bytes
 from .errors import BadRequest, PayloadTooLarge
+from .openapi import INFERENCE
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +94,8 @@ async def read_request(request: Request, model_cls: type[M], *, files: tuple[str
                 except ValueError:
                     raise BadRequest(f"form field {key!r} must be JSON, e.g. "
                                      '{"ink": 0.7, "neon": 0.3}') from None
-            if key in list_fields:
-                fields.setdefault(key, []).append(value)
+            if key in list_fields:  # repeated, or one JSON list
+                fields.setdefault(key, []).extend(value if isinstance(value, list) else [value])
             elif key in fields:
                 raise BadRequest(f"form field {key!r} given more than once")
             else:
@@ -227,19 +228,52 @@ def png_response(array: np.ndarray, meta: dict[str, str],
 PNG_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/png": {}}, "description": "the image, metadata in its text "
           "chunks and X-Polychrome-* headers"},
-    404: {"description": "Unknown model"}, 422: {"description": "Image rejected"},
-    504: {"description": "Timed out"}}
+    **INFERENCE}
 
 
-def form_schema(model: type[BaseModel], files: dict[str, str], *,
-                json_too: bool) -> dict[str, Any]:
-    """OpenAPI request body: multipart (fields + files) and, optionally, JSON."""
+# The pictures the one safe decoder reads (said in every picture field's description).
+PICTURE_TYPES = "PNG, JPEG, GIF, WebP, BMP or TIFF"
+
+
+def _form_field(schema: dict[str, Any]) -> dict[str, Any]:
+    """A field's JSON schema as a multipart text field: given or not, never null."""
+    out = {k: v for k, v in schema.items() if not (k == "default" and v is None)}
+    variants = [v for v in out.get("anyOf", ()) if v != {"type": "null"}]
+    if "anyOf" in out and len(variants) != len(out["anyOf"]):
+        del out["anyOf"]
+        if len(variants) == 1:
+            out.update(variants[0])
+        else:
+            out["anyOf"] = variants
+    return out
+
+
+def form_schema(model: type[BaseModel], files: dict[str, str], *, json_too: bool,
+                required: tuple[str, ...] = (),
+                repeated: dict[str, int] | None = None) -> dict[str, Any]:
+    """OpenAPI request body: multipart (fields + files) and, optionally, JSON.
+
+    Multipart fields are text (JSON-typed ones carry JSON), given or left out (no null).
+    `files` are pictures (any format the decoder reads): `required` ones must be uploaded,
+    `repeated` ones may be sent up to N times. The model's FORM_RULES (which fields and
+    files go together) apply to the multipart body; its own JSON schema to the JSON one.
+    """
+    repeated = repeated or {}
     schema = model.model_json_schema(by_alias=True)
-    props = dict(schema.get("properties", {}))
+    props = {k: _form_field(v) for k, v in schema.get("properties", {}).items()}
     for name, desc in files.items():
-        props[name] = {"type": "string", "format": "binary", "description": desc}
-    content: dict[str, Any] = {"multipart/form-data": {"schema": {
-        "type": "object", "properties": props, "required": schema.get("required", [])}}}
+        picture = {"type": "string", "format": "binary"}
+        desc = f"{desc} ({PICTURE_TYPES})"
+        props[name] = ({"type": "array", "items": picture, "minItems": 1,  # none: not given
+                        "maxItems": repeated[name], "description": desc} if name in repeated
+                       else {**picture, "description": desc})
+    form: dict[str, Any] = {"type": "object", "properties": props,
+                            "required": [*schema.get("required", []), *required],
+                            "additionalProperties": False}
+    rules = getattr(model, "FORM_RULES", None)
+    if rules:
+        form["allOf"] = list(rules)
+    content: dict[str, Any] = {"multipart/form-data": {"schema": form}}
     if json_too:
         content["application/json"] = {"schema": schema}
     return {"requestBody": {"required": True, "content": content}}

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile
 
-from ...errors import DatasetError, ImageRejected
+from ...errors import DatasetError, ImageRejected, NotFound
 from ...persistence import jobs as jobs_store
 from ...settings import Settings
 from ...utils.atomic import atomic_write_json
@@ -22,10 +22,14 @@ from ..deps import checked_ref, get_app_settings
 from ..errors import BadRequest
 from ..jobs.queue import enqueue_job
 from ..jobs.runners import uploads_dir
-from ..schemas import JobOut
+from ..openapi import errors
+from ..schemas import NAME_SCHEMA, JobOut, name_path
+from ..style_support import PICTURE_TYPES
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/datasets", tags=["datasets"])
+# `name:version` is taken too, but `version` says it in the query
+DatasetName = name_path("dataset")
 
 _UPLOAD_SCHEMA = {
     "requestBody": {
@@ -34,10 +38,12 @@ _UPLOAD_SCHEMA = {
             "type": "object",
             "required": ["name", "files"],
             "properties": {
-                "name": {"type": "string", "description": "dataset name"},
+                "name": {"type": "string", "description": "dataset name", **NAME_SCHEMA},
                 "files": {"type": "array", "items": {"type": "string", "format": "binary"},
-                          "description": "one .zip/.tar(.gz) archive, or image files whose "
-                                         "filenames are relative paths 'style/name.png'"},
+                          "minItems": 1,
+                          "description": "one .zip/.tar(.gz) archive, or pictures ("
+                                         f"{PICTURE_TYPES}) whose filenames are relative "
+                                         "paths 'style/name.png'"},
             },
         }}},
     },
@@ -88,8 +94,7 @@ def _is_archive(head: bytes) -> bool:
 
 
 @router.post("", status_code=202, response_model=JobOut, openapi_extra=_UPLOAD_SCHEMA,
-             responses={413: {"description": "Body too large"},
-                        503: {"description": "Job queue full"}})
+             responses=errors(413, 422, 503))
 async def upload_dataset(request: Request,
                          settings: Settings = Depends(get_app_settings)) -> Any:
     """Upload one archive or many image files (+ `name`): starts an import job (202)."""
@@ -179,7 +184,8 @@ def list_datasets() -> dict[str, Any]:
 
 
 @router.get("/{name}")
-def show_dataset(name: str, version: int | None = Query(None, ge=1, le=10**9)) -> dict[str, Any]:
+def show_dataset(name: str = DatasetName,
+                 version: int | None = Query(None, ge=1, le=10**9)) -> dict[str, Any]:
     from ...persistence.datasets import show_dataset as _show
 
     info = _show(checked_ref(name, "dataset name"), version)
@@ -188,7 +194,8 @@ def show_dataset(name: str, version: int | None = Query(None, ge=1, le=10**9)) -
 
 
 @router.get("/{name}/report")
-def dataset_report(name: str, version: int | None = Query(None, ge=1, le=10**9)) -> dict[str, Any]:
+def dataset_report(name: str = DatasetName,
+                   version: int | None = Query(None, ge=1, le=10**9)) -> dict[str, Any]:
     from ...persistence.datasets import dataset_report as _report
 
     return {"items": _report(checked_ref(name, "dataset name"), version)}
@@ -196,7 +203,8 @@ def dataset_report(name: str, version: int | None = Query(None, ge=1, le=10**9))
 
 @router.get("/{name}/preview.png", response_class=Response,
             responses={200: {"content": {"image/png": {}}}})
-def dataset_preview(name: str, version: int | None = Query(None, ge=1, le=10**9),
+def dataset_preview(name: str = DatasetName,
+                    version: int | None = Query(None, ge=1, le=10**9),
                     per_domain: int = Query(8, ge=1, le=32)) -> Response:
     """A grid of sample images, a row per style."""
     from ...data.preview import preview_grid
@@ -209,7 +217,8 @@ def dataset_preview(name: str, version: int | None = Query(None, ge=1, le=10**9)
 
 
 @router.delete("/{name}")
-def remove_dataset(name: str, version: int | None = Query(None, ge=1, le=10**9)) -> dict[str, Any]:
+def remove_dataset(name: str = DatasetName,
+                   version: int | None = Query(None, ge=1, le=10**9)) -> dict[str, Any]:
     from ...persistence.datasets import remove_dataset as _remove
 
     return {"name": name, "removed_versions": _remove(checked_ref(name, "dataset name"), version)}
@@ -241,9 +250,9 @@ def stage_inbox_import(job_id: str, path: str, settings: Settings) -> dict[str, 
     if not inside:
         raise DatasetError(f"import path '{shown_name(path)}' is outside the server inbox "
                            f"($POLYCHROME_HOME/inbox)", code="unsafe")
-    if not exists:
-        raise DatasetError(f"import path '{shown_name(path)}' not found in the server inbox",
-                           code="bad_source")
+    if not exists:  # 404, as for a dataset or model a request names that is not there
+        raise NotFound(f"import path '{shown_name(path)}' not found in the server inbox",
+                       code="bad_source")
     d = uploads_dir(job_id)
     d.mkdir(parents=True, exist_ok=True)
     manifest = {"kind": "path", "path": str(target)}

@@ -22,6 +22,7 @@ from ...sampling import GeneratedImage
 from ..deps import ServiceState, get_state
 from ..errors import GenerateTimeout
 from ..inference import GenRequest, run_generate
+from ..openapi import INFERENCE
 from ..schemas import GenerateIn, GenerateOut
 
 log = logging.getLogger(__name__)
@@ -67,8 +68,7 @@ def _generate_and_store(loaded: Any, req: GenRequest, device: str) -> Any:
 @router.post("/generate", response_model=GenerateOut,
              responses={200: {"content": {"image/png": {}},
                               "description": "image/png for n == 1, JSON for n > 1"},
-                        404: {"description": "Unknown model"},
-                        504: {"description": "Generation timed out"}})
+                        **INFERENCE})
 async def generate_images(body: GenerateIn, state: ServiceState = Depends(get_state)) -> Any:
     """Generate n images from a noise model: image i uses seed+i (bit-reproducible).
 

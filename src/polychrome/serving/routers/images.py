@@ -25,18 +25,18 @@ def list_images(limit: int = Query(50, ge=1, le=gallery.MAX_LIMIT),
                                style=style)
 
 
-@router.get("/{image_id}.png", response_class=FileResponse,
+@router.get("/{image_id:int}.png", response_class=FileResponse,
             responses={200: {"content": {"image/png": {}}}})
 def image_png(image_id: int = ImageId) -> Any:
     return FileResponse(gallery.image_path(image_id), media_type="image/png")
 
 
-@router.get("/{image_id}", response_model=ImageOut)
+@router.get("/{image_id:int}", response_model=ImageOut)
 def image_info(image_id: int = ImageId) -> Any:
     return gallery.get_image(image_id)
 
 
-@router.delete("/{image_id}", status_code=204, response_class=Response)
+@router.delete("/{image_id:int}", status_code=204, response_class=Response)
 def delete_image(image_id: int = ImageId) -> Response:
     gallery.delete_image(image_id)
     return Response(status_code=204)

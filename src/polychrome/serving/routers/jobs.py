@@ -11,7 +11,7 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
@@ -23,6 +23,7 @@ from ...training.config import non_finite
 from ..deps import checked_ref, get_app_settings
 from ..jobs.queue import enqueue_job
 from ..jobs.runners import uploads_dir
+from ..openapi import errors
 from ..presets import check_train_config, dataset_domains
 from ..schemas import EvalJobIn, ImportJobIn, JobIn, JobList, JobOut, TrainJobIn
 
@@ -110,8 +111,7 @@ def _create(body: TrainJobIn | EvalJobIn | ImportJobIn, settings: Settings) -> d
     return job
 
 
-@router.post("", status_code=202, response_model=JobOut,
-             responses={503: {"description": "Job queue full"}})
+@router.post("", status_code=202, response_model=JobOut, responses=errors(404, 503))
 def create_job(body: JobIn = Body(...),
                settings: Settings = Depends(get_app_settings)) -> Any:
     """Queue a job. train: model (architecture), dataset, steps, batch_size, resolution,
@@ -122,8 +122,9 @@ def create_job(body: JobIn = Body(...),
 
 
 @router.get("", response_model=JobList)
-def list_jobs(state: str | None = Query(None, pattern="^(queued|running|succeeded|failed|cancelled)$"),
-              kind: str | None = Query(None, pattern="^(train|eval|import)$"),
+def list_jobs(state: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None
+              = Query(None),
+              kind: Literal["train", "eval", "import"] | None = Query(None),
               limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=10**9)) -> Any:
     return {"items": store.list_jobs(state=state, kind=kind, limit=limit, offset=offset)}
 
@@ -134,7 +135,7 @@ def get_job(job_id: str) -> Any:
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobOut,
-             responses={409: {"description": "Job already finished"}})
+             responses=errors(409))
 def cancel_job(job_id: str) -> Any:
     """A queued job is cancelled at once; a running one checkpoints and stops."""
     job = store.request_cancel(job_id)

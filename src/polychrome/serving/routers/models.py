@@ -12,9 +12,11 @@ from fastapi.responses import Response
 
 from ...utils.atomic import atomic_write_bytes
 from ..deps import ServiceState, checked_ref, get_state
+from ..schemas import ref_path
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/models", tags=["models"])
+ModelName = ref_path("model")
 
 GRID_PAD = 2  # white pixels between tiles
 
@@ -36,7 +38,7 @@ def list_models() -> dict[str, Any]:
 
 
 @router.get("/{name}")
-def show_model(name: str) -> dict[str, Any]:
+def show_model(name: str = ModelName) -> dict[str, Any]:
     """`name` or `name:version`: versions, styles, family, metrics and the model card."""
     from ...persistence.models import show_model as _show
 
@@ -63,9 +65,9 @@ def _grid(rows: list[list[np.ndarray]]) -> np.ndarray:
 
 def render_samples(state: ServiceState, name: str, cols: int) -> bytes:
     """A row per style, columns seeds 0..cols-1: deterministic, so cached on disk."""
+    from ...errors import NotFound
     from ...imageio import encode_png
     from ...pipelines.generate import generate
-    from ...sampling import check_noise_model
 
     loaded = state.cache.get(checked_ref(name, "model name"))
     ref = loaded.ref
@@ -74,7 +76,10 @@ def render_samples(state: ServiceState, name: str, cols: int) -> bytes:
     path = cache_dir / key
     if ref.name is not None and path.is_file():
         return path.read_bytes()
-    check_noise_model(loaded.model)
+    if loaded.model.family != "noise":  # this resource exists for noise models only
+        raise NotFound(f"model {ref.spec!r} has no sample grid: it is a "
+                       f"{loaded.model.family!r} model (grids are drawn from noise)",
+                       code="wrong_family")
     styles = loaded.model.style_names if loaded.model.config.num_domains > 1 else [None]
     rows = []
     for style in styles:
@@ -89,7 +94,7 @@ def render_samples(state: ServiceState, name: str, cols: int) -> bytes:
 
 @router.get("/{name}/samples.png", response_class=Response,
             responses={200: {"content": {"image/png": {}}}})
-async def model_samples(name: str, cols: int = Query(8, ge=1, le=16),
+async def model_samples(name: str = ModelName, cols: int = Query(8, ge=1, le=16),
                         state: ServiceState = Depends(get_state)) -> Response:
     """A grid: a row per style, generated deterministically (seeds 0..cols-1) and cached."""
     png = await asyncio.to_thread(render_samples, state, name, cols)

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query
 
 from ..deps import ServiceState, checked_ref, get_state
+from ..openapi import errors
 from ..presets import ESTIMATOR, list_presets
 from ..schemas import EstimateIn
 
@@ -36,7 +37,7 @@ def presets(model: str = Query("dcgan", min_length=1, max_length=64,
     return {"items": list_presets(checked_ref(model, "architecture"))}
 
 
-@router.post("/presets/estimate")
+@router.post("/presets/estimate", responses=errors(404))
 async def estimate(body: EstimateIn, state: ServiceState = Depends(get_state)) -> Any:
     """How long a preset takes on THIS machine: trains the exact configuration for a few
     steps on the dataset in a separate process and times it (cached for 10 minutes).

@@ -101,7 +101,7 @@ def regenerate_restored(meta: dict[str, str], model: Any, device: str) -> Genera
              openapi_extra=form_schema(RestoreIn, {
                  "image": "the picture to restore",
                  "mask": "inpaint: a picture of the same size, white where to fill in"},
-                 json_too=False))
+                 json_too=False, required=("image",)))
 async def restore_route(request: Request, state: ServiceState = Depends(get_state)) -> Any:
     """Restore an uploaded picture at its own size with a restoration model (pix2pix).
 

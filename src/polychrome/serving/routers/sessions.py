@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from ..cascade import upscale_all, upscaler_for
 from ..deps import ServiceState, get_state
 from ..errors import BadRequest
+from ..openapi import INFERENCE
 from ..schemas import (
     FullRenderIn,
     RenderIn,
@@ -77,9 +78,9 @@ async def _session(sessions: SessionStore, session_id: str,
                                state.settings.generate_timeout_s)
 
 
-@router.post("", status_code=201, response_model=StyleSessionOut,
+@router.post("", status_code=201, response_model=StyleSessionOut, responses=INFERENCE,
              openapi_extra=form_schema(StyleSessionIn, {"image": "the picture to restyle"},
-                                       json_too=False))
+                                       json_too=False, required=("image",)))
 async def open_session(request: Request, state: ServiceState = Depends(get_state),
                        sessions: SessionStore = Depends(_sessions)) -> Any:
     """Upload a picture once: its content encoding is computed now and kept, so each
@@ -123,8 +124,9 @@ def close_session(session_id: str = SessionId,
 
 
 @router.post("/{session_id}/references", status_code=201, response_model=StyleReferenceOut,
+             responses=INFERENCE,
              openapi_extra=form_schema(StyleReferenceIn, {"reference": "a reference picture"},
-                                       json_too=False))
+                                       json_too=False, required=("reference",)))
 async def add_reference(request: Request, session_id: str = SessionId,
                         state: ServiceState = Depends(get_state),
                         sessions: SessionStore = Depends(_sessions)) -> Any:

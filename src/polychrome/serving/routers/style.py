@@ -23,6 +23,7 @@ from ...persistence import gallery
 from ..cascade import upscale_all, upscaler_for
 from ..deps import ServiceState, get_state
 from ..errors import BadRequest
+from ..openapi import INFERENCE
 from ..schemas import GenerateOut, InterpolateIn, MixIn, RestyleIn
 from ..style_support import (
     PNG_RESPONSES,
@@ -50,7 +51,8 @@ router = APIRouter(prefix="/api", tags=["style"])
 @router.post("/restyle", response_model=GenerateOut, responses=PNG_RESPONSES,
              openapi_extra=form_schema(RestyleIn, {
                  "image": "the picture to restyle", "reference": "a reference picture whose "
-                 "style to take (instead of `style`)"}, json_too=False))
+                 "style to take (instead of `style`)"}, json_too=False,
+                 required=("image",)))
 async def restyle_route(request: Request, state: ServiceState = Depends(get_state)) -> Any:
     """Restyle an uploaded picture into a style or a reference picture's style.
 
@@ -112,7 +114,7 @@ async def restyle_route(request: Request, state: ServiceState = Depends(get_stat
              openapi_extra=form_schema(MixIn, {
                  "image": "translation models: the picture to restyle",
                  "reference": "reference pictures (repeat the field), weighted by "
-                 "reference_weights"}, json_too=True))
+                 "reference_weights"}, json_too=True, repeated={"reference": 8}))
 async def mix_route(request: Request, state: ServiceState = Depends(get_state)) -> Any:
     """A blend of styles (and reference pictures) with weights -> one PNG.
 
@@ -124,8 +126,6 @@ async def mix_route(request: Request, state: ServiceState = Depends(get_state)) 
                                      json_fields=("weights", "reference_weights"),
                                      list_fields=("reference_weights",),
                                      settings=state.settings)
-    if len(body.reference_weights) == 1 and isinstance(body.reference_weights[0], list):
-        body.reference_weights = body.reference_weights[0]  # one JSON list in a form field
     image = one_file(files, "image", required=False, what="the picture to restyle")
     refs = files.get("reference", [])
     if len(refs) > 8:
@@ -179,7 +179,7 @@ async def mix_route(request: Request, state: ServiceState = Depends(get_state)) 
 @router.post("/interpolate", response_class=Response,
              responses={200: {"content": {"image/gif": {}}, "description": "an animated GIF; "
                               "its comment holds the endpoints' recipe"},
-                        404: {"description": "Unknown model"}, 504: {"description": "Timed out"}},
+                        **INFERENCE},
              openapi_extra=form_schema(InterpolateIn, {
                  "image": "translation models: the picture to restyle",
                  "from_reference": "start at this picture's style",
@@ -236,7 +236,8 @@ async def interpolate_route(request: Request, state: ServiceState = Depends(get_
 
 
 # -- regenerate from the gallery -------------------------------------------------------------
-@router.post("/images/{image_id}/regenerate", response_class=Response, responses=PNG_RESPONSES)
+@router.post("/images/{image_id:int}/regenerate", response_class=Response,
+             responses=PNG_RESPONSES)
 async def regenerate_image(image_id: int = Path(ge=1, le=2**62),
                            state: ServiceState = Depends(get_state)) -> Any:
     """Make a gallery image again from its metadata (same model version, seed, recipe).
