@@ -44,7 +44,8 @@ def test_off_a_terminal_progress_is_time_based_lines_without_a_bar(polychrome_ho
     make_dataset_dir(polychrome_home)
     # log_every beyond the run: every progress line below comes from the clock, not from
     # the step-based metrics log
-    proc = subprocess.run(_train_cmd(tmp_path, 12, log_every=1000, progress_every_s=0.001),
+    proc = subprocess.run(_train_cmd(tmp_path, 12, log_every=1000, progress_every_s=0.001,
+                                     sample_every=6),
                           capture_output=True, text=True, env=_env(), timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "\r" not in proc.stderr and "\r" not in proc.stdout  # no bar redraws in a log
@@ -54,6 +55,9 @@ def test_off_a_terminal_progress_is_time_based_lines_without_a_bar(polychrome_ho
     last = STEP_LINE.findall(proc.stderr)[-1]
     assert last[1] == "12" and last[2] == "100" and float(last[3]) > 0 and last[4] == "0:00"
     assert "trained 12/12 steps" in proc.stdout
+    grids = re.findall(r"step (\d+): sample grid (\S+)", proc.stderr)
+    assert grids == [(str(s), str(tmp_path / "run" / "samples" / f"step-{s:06d}.png"))
+                     for s in (0, 6, 12)]
 
 
 # (rows, columns): a sized terminal, and one that reports no size (some containers)

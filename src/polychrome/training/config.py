@@ -90,7 +90,7 @@ class TrainConfig:
     sample_every_s: float = 30.0  # 0 = step-based grids only
     sample_cols: int = 8
     log_every: int = 10
-    progress_every_s: float = 10.0  # without a progress bar: a progress log line this often
+    progress_every_s: float = 10.0  # without a progress bar: a log line this often (0: each step)
     eval_every: int = 0  # 0 = no periodic evaluation
     eval_metrics: list[str] = dataclasses.field(default_factory=lambda: ["fid"])
     eval_n: int = 1000

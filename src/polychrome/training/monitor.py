@@ -192,6 +192,7 @@ class Monitor:
         self._write({"step": step, "time": round(time.monotonic() - self._t0, 3),
                      "samples": str(path.relative_to(self.run_dir)), "diversity": div,
                      "collapse_warning": collapse})
+        log.info("step %d: sample grid %s", step, path)
         if self.tb is not None:
             self.tb.add_image("samples", image, step, dataformats="HWC")
             self.tb.add_scalar("samples/diversity", div, step)
