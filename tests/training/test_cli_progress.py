@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import select
+import shlex
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from polychrome.cli.main import main
 from polychrome.models import GANModel
 from polychrome.persistence.models import show_model
 from polychrome.training.checkpoint import latest_checkpoint, load_checkpoint
@@ -107,8 +109,12 @@ def test_on_a_terminal_a_bar_shows_step_rate_eta_and_losses(polychrome_home, tmp
     assert not STEP_LINE.search(text)  # the bar replaces the log lines
 
 
-def test_ctrl_c_checkpoints_and_registers_the_model(polychrome_home, tmp_path):
+@pytest.mark.parametrize("store", ["writable", "blocked"])
+def test_ctrl_c_checkpoints_and_registers_the_model(polychrome_home, tmp_path, capsys, store):
     make_dataset_dir(polychrome_home)
+    if store == "blocked":  # a file where the model's directory must go: registration fails
+        (polychrome_home / "models").mkdir()
+        (polychrome_home / "models" / "toy-dcgan").write_text("in the way")
     run = tmp_path / "run"
     err_path = tmp_path / "stderr.log"
     with open(err_path, "wb") as err:
@@ -133,11 +139,17 @@ def test_ctrl_c_checkpoints_and_registers_the_model(polychrome_home, tmp_path):
     assert m, out
     step = int(m.group(1))
     assert step >= 3
-    assert f"model registered as toy-dcgan:1 (step {step}," in out
     assert f"continue with: polychrome train --resume {run}" in out
-    # the checkpoint at the stop, and the registered model made from it
     _, state = load_checkpoint(latest_checkpoint(run / "checkpoints"))
-    assert state["step"] == step
+    assert state["step"] == step  # the checkpoint at the stop
+    if store == "blocked":
+        command = f"polychrome models register {run} --name toy-dcgan"
+        assert f"register the model with: {command}" in out and "registered as" not in out
+        (polychrome_home / "models" / "toy-dcgan").unlink()
+        assert main(shlex.split(command)[1:]) == 0  # the printed command, as printed, works
+        capsys.readouterr()
+    else:
+        assert f"model registered as toy-dcgan:1 (step {step}," in out
     info = show_model("toy-dcgan")
     assert [v["version"] for v in info["versions"]] == [1]
     model = GANModel.from_pretrained(info["path"])

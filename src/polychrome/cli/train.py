@@ -229,7 +229,7 @@ def _register(result: Any) -> tuple[dict[str, Any] | None, str | None]:
                f"--name {shlex.quote(store_name)}")
     try:
         info = register_run_model(result.run_dir, store_name)
-    except PolychromeError as e:
+    except (PolychromeError, OSError) as e:  # e.g. the store cannot be written to
         if not result.stopped:
             raise
         log.warning("the stopped run's model was not registered: %s", e)
