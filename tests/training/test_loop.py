@@ -211,6 +211,9 @@ def test_time_based_sample_grids_leave_training_unchanged(tmp_path):
     """sample_every_s adds grids by the clock (a first preview within a minute, whatever
     the step rate); they run under a forked RNG, so the run's weights do not change."""
     assert 0 < TrainConfig().sample_every_s <= 30  # the default: a trained grid early on
+    for key in ("sample_every_s", "progress_every_s"):
+        with pytest.raises(ConfigError, match=f"{key} must be >= 0"):
+            TrainConfig.from_dict({key: -1.0})
     packed = make_packed()
     runs = {}
     for name, every_s in (("steps", 0.0), ("clock", 1e-6)):

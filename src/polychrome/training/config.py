@@ -169,8 +169,8 @@ class TrainConfig:
              "checkpoint_every, sample_every and eval_every must be >= 0")
         need(self.keep_last >= 1, f"keep_last must be >= 1, got {self.keep_last}")
         need(self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}")
-        need(self.sample_every_s >= 0 and self.progress_every_s >= 0,
-             "sample_every_s and progress_every_s must be >= 0")
+        for key in ("sample_every_s", "progress_every_s"):
+            need(getattr(self, key) >= 0, f"{key} must be >= 0, got {getattr(self, key)}")
         need(self.warmup_steps >= 0, "warmup_steps must be >= 0")
         need(0.0 <= self.min_lr_factor <= 1.0, "min_lr_factor must be in [0, 1]")
         need(self.instance_noise >= 0.0, "instance_noise must be >= 0")
