@@ -12,7 +12,7 @@ from PIL import Image
 
 from polychrome.errors import ConfigError, TrainingError
 from polychrome.models import GANModel, list_models
-from polychrome.training import export_model, train
+from polychrome.training import TrainConfig, export_model, train
 from polychrome.training.checkpoint import best_checkpoint, list_checkpoints, load_checkpoint
 from polychrome.training.monitor import Monitor, tile_images
 
@@ -205,3 +205,30 @@ def test_time_budget_stops_a_run_and_checkpoints(tmp_path, clock):
         TimeBudget(0, "wall")
     with pytest.raises(ConfigError):
         TimeBudget(1, "sundial")
+
+
+def test_time_based_sample_grids_leave_training_unchanged(tmp_path):
+    """sample_every_s adds grids by the clock (a first preview within a minute, whatever
+    the step rate); they run under a forked RNG, so the run's weights do not change."""
+    assert 0 < TrainConfig().sample_every_s <= 30  # the default: a trained grid early on
+    for key in ("sample_every_s", "progress_every_s"):
+        with pytest.raises(ConfigError, match=f"{key} must be >= 0"):
+            TrainConfig.from_dict({key: -1.0})
+    packed = make_packed()
+    runs = {}
+    for name, every_s in (("steps", 0.0), ("clock", 1e-6)):
+        cfg = tiny_config("dcgan", steps=5, checkpoint_every=0, sample_every=1000,
+                          sample_every_s=every_s)
+        runs[name] = train(cfg, packed=packed, run_dir=tmp_path / name, tensorboard=False)
+    grids = {name: sorted(p.name for p in (tmp_path / name / "samples").glob("*.png"))
+             for name in runs}
+    assert grids["steps"] == ["step-000000.png", "step-000005.png"]  # the first and the last
+    # each step takes far longer than the (doubling) microsecond waits: a grid after each,
+    # and the final one is not written twice
+    assert grids["clock"] == [f"step-{s:06d}.png" for s in range(6)]
+    lines = [json.loads(line) for line in (tmp_path / "clock" / "metrics.jsonl").open()]
+    assert [r["step"] for r in lines if "samples" in r] == list(range(6))
+    a = load_checkpoint(runs["steps"].checkpoint)[0]
+    b = load_checkpoint(runs["clock"].checkpoint)[0]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert runs["steps"].final == runs["clock"].final

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import click
 
-from ..persistence.models import load_model
-from ..pipelines.showcase import write_showcase
 from .common import echo, emit_json, json_option
 from .main import app
 
@@ -45,6 +43,9 @@ def demo(out_dir: str, translator: str, sampler: str, photo_model: str, sr_model
     blend strips, an interpolation GIF, a photo restyled at its own size in every
     style, and the photo enlarged, filled in and coloured by the restoration models.
     Works offline on a fresh install."""
+    from ..persistence.models import load_model
+    from ..pipelines.showcase import write_showcase
+
     chosen = {"sr": sr_model, "inpaint": inpaint_model, "colorize": colorize_model}
     restorers = ({task: load_model(name) for task, name in chosen.items() if name}
                  if with_restore else {})

@@ -22,20 +22,78 @@ def models_group() -> None:
     """
 
 
-def _metrics_line(metrics: dict) -> str:
+# The figures `models list` shows, in this order (--json has all of them): key, label,
+# format. A figure measured for several methods ({"GAN": .., "identity": ..}) shows ours.
+MAIN_METRICS = (
+    ("fid", "FID", ".3g"), ("kid_mean", "KID", ".2g"), ("precision", "precision", ".2f"),
+    ("recall", "recall", ".2f"), ("style_accuracy", "style accuracy", ".2f"),
+    ("paired_l1", "paired L1", ".3g"), ("ssim_luma", "luma SSIM", ".2f"),
+    ("diversity_l1", "diversity", ".2g"),
+)
+MAX_MAIN = 5
+PER_STYLE = "_per_style"  # a metric named <name>_per_style maps each style to a figure
+OURS = ("GAN", "ours")
+LABELS = {"fid": "FID", "kid": "KID"}
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, dict):
+        value = next((value[k] for k in OURS if k in value), None)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def main_metrics(metrics: dict) -> str:
+    """A model's main figures on one short line: "FID 3.46, KID 0.048, precision 0.74"."""
     parts = []
-    for key, value in sorted(metrics.items()):
-        if isinstance(value, dict) and "fid" in value:
-            parts.append(f"fid {value['fid']:.4g} ({key})")
-        elif isinstance(value, int | float):
-            parts.append(f"{key} {value:.4g}")
-    return "; ".join(parts) or "-"
+    for key, label, fmt in MAIN_METRICS:
+        value = _number(metrics.get(key))
+        if value is not None:
+            parts.append(f"{label} {value:{fmt}}")
+    figures = metrics.get("figures")
+    if isinstance(figures, dict):  # restoration: dB gained over the classical baseline
+        gains = {k: v.get("gain_db") for k, v in figures.items() if isinstance(v, dict)}
+        gains = {k: v for k, v in gains.items() if _number(v) is not None}
+        if _number(figures.get("gain_db")) is not None:
+            gains[""] = figures["gain_db"]
+        parts += [f"{k + ' ' if k else ''}gain {v:+.2f} dB" for k, v in sorted(gains.items())]
+    goals = metrics.get("goals")
+    if isinstance(goals, dict) and goals:
+        met = sum(1 for g in goals.values() if isinstance(g, dict) and g.get("met"))
+        parts.append(f"goals met {met}/{len(goals)}")
+    return ", ".join(parts[:MAX_MAIN]) or "-"
+
+
+def per_style_metrics(metrics: dict, styles: list[str]) -> tuple[list[str], list[list[str]]]:
+    """(metric labels, one row per style) of the <name>_per_style figures; ([], []) if none."""
+    keys = [k for k, v in sorted(metrics.items())
+            if k.endswith(PER_STYLE) and isinstance(v, dict) and v]
+    if not keys:
+        return [], []
+    names = list(styles) + sorted({s for k in keys for s in metrics[k]} - set(styles))
+    rows = []
+    for style in names:
+        cells = [_number(metrics[k].get(style)) for k in keys]
+        if any(c is not None for c in cells):
+            rows.append([style, *("-" if c is None else f"{c:.3g}" for c in cells)])
+    labels = [LABELS.get(k[:-len(PER_STYLE)], k[:-len(PER_STYLE)].replace("_", " "))
+              for k in keys]
+    return labels, rows
+
+
+def format_table(header: list[str], rows: list[list[str]], indent: str = "") -> list[str]:
+    """Left-aligned columns two spaces apart; the last column is not padded."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return [indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+            for r in [header, *rows]]
 
 
 @models_group.command("list")
 @json_option
 def list_cmd(as_json: bool) -> None:
-    """List registered models (latest version of each)."""
+    """List registered models (latest version of each) and their main metrics; figures
+    measured per style follow in a table per model. --json has every figure."""
     from ..persistence.models import list_models_registered
 
     models = list_models_registered()
@@ -45,10 +103,19 @@ def list_cmd(as_json: bool) -> None:
     if not models:
         echo("no models registered yet (train one with `polychrome train`)")
         return
+    rows = [[m["name"], f"v{m['latest_version']}" + (f" ({len(m['versions'])})"
+                                                     if len(m["versions"]) > 1 else ""),
+             m["arch"], str(len(m["styles"])), main_metrics(m["metrics"])]
+            for m in models]
+    for line in format_table(["name", "version", "arch", "styles", "main metrics"], rows):
+        echo(line)
     for m in models:
-        echo(f"{m['name']}  v{m['latest_version']} ({len(m['versions'])} version(s))  "
-             f"{m['arch']}  styles: {', '.join(m['styles'])}  metrics: "
-             f"{_metrics_line(m['metrics'])}")
+        labels, style_rows = per_style_metrics(m["metrics"], m["styles"])
+        if style_rows:
+            echo()
+            echo(f"{m['name']} v{m['latest_version']}, per style:")
+            for line in format_table(["style", *labels], style_rows, indent="  "):
+                echo(line)
 
 
 @models_group.command("show")

@@ -14,7 +14,6 @@ import time
 import click
 
 from ..errors import ConfigError
-from ..settings import get_settings
 from .common import emit_json, json_option
 from .main import app
 
@@ -64,6 +63,8 @@ class WorkerSupervisor:
     def _acquire(self, *, announce: bool) -> bool:
         """Take the home's worker lock (never waits); False while another supervisor has it."""
         import fcntl
+
+        from ..settings import get_settings
 
         path = get_settings().home / self.LOCK_NAME
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -174,6 +175,7 @@ def serve_cmd(ctx: click.Context, host: str | None, port: int | None, workers: i
     import uvicorn
 
     from ..serving.app import create_app
+    from ..settings import get_settings
 
     settings = get_settings()
     host = host or settings.host
@@ -221,6 +223,7 @@ def serve_cmd(ctx: click.Context, host: str | None, port: int | None, workers: i
 def worker_cmd(max_jobs: int | None, idle_exit: float | None, as_json: bool) -> None:
     """Run queued jobs (import / train / eval) until stopped; SIGTERM checkpoints first."""
     from ..serving.jobs.worker import Worker, tie_to_supervisor
+    from ..settings import get_settings
 
     tie_to_supervisor()  # started by `serve`: stop when it dies
     # Import the job code now, not when the first job arrives (seconds on a busy machine).

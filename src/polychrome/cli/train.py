@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shlex
 import signal
 import sys
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from typing import Any
 
 import click
 
-from ..errors import ConfigError
+from ..errors import ConfigError, PolychromeError
 from .common import emit_json, json_option
 from .main import app
 
@@ -21,7 +22,8 @@ log = logging.getLogger(__name__)
 
 @contextlib.contextmanager
 def _graceful_stop() -> Iterator[list[bool]]:
-    """SIGTERM / first Ctrl-C ask the loop to checkpoint and stop; a second Ctrl-C aborts."""
+    """SIGTERM / first Ctrl-C ask the loop to checkpoint and stop (the command then registers
+    that checkpoint as a model); a second Ctrl-C aborts."""
     flag = [False]
     previous: dict[int, Any] = {}
 
@@ -29,7 +31,8 @@ def _graceful_stop() -> Iterator[list[bool]]:
         if flag[0] and signum == signal.SIGINT:
             raise KeyboardInterrupt
         flag[0] = True
-        log.warning("stop requested: saving a checkpoint (Ctrl-C again to abort)")
+        log.warning("stop requested: saving a checkpoint, then registering the model "
+                    "(Ctrl-C again to abort)")
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:
@@ -141,15 +144,14 @@ def train_cmd(model: str | None, dataset: str | None, config_path: str | None,
     """Train MODEL on a dataset (one folder per style), or --resume RUN_DIR.
 
     Checkpoints, samples, metrics.jsonl and TensorBoard events go to the run
-    dir. At the end the EMA generator is exported and registered in the model
-    store. Under `torchrun --nproc_per_node N -m polychrome train ...` (and
+    dir. On a terminal a progress bar shows the step, img/s, ETA and the main
+    losses; elsewhere a log line comes every `progress_every_s` seconds. At the
+    end the EMA generator is exported and registered in the model store; Ctrl-C
+    (or SIGTERM) saves a checkpoint and registers that instead. Under `torchrun --nproc_per_node N -m polychrome train ...` (and
     `--nnodes M` with a c10d rendezvous for several machines) each process
     trains on its own shard; only global rank 0 writes, and every checkpoint
     checks that all processes hold the same weights.
     """
-    from ..training import TrainConfig, load_yaml_config, register_run_model, train
-    from ..training.distributed import env_ranks
-
     flags = {"steps": steps, "batch_size": batch_size, "resolution": resolution, "seed": seed,
              "name": name, "device": device}
     if resume is not None:
@@ -157,6 +159,15 @@ def train_cmd(model: str | None, dataset: str | None, config_path: str | None,
             raise ConfigError("with --resume, MODEL, --dataset, --config and --run-dir come "
                               "from the run; only --steps, --batch-size, --seed, --name and "
                               "--device may be given")
+    elif config_path is None:  # what a config file could supply is checked before torch loads
+        if not model:
+            raise ConfigError("missing MODEL (e.g. `polychrome train dcgan --dataset NAME`)")
+        if not dataset:
+            raise ConfigError("missing --dataset NAME")
+    from ..training import TrainConfig, load_yaml_config, train
+    from ..training.distributed import env_ranks
+
+    if resume is not None:
         cfg, run_path, overrides = None, None, flags
     else:
         raw = load_yaml_config(config_path) if config_path else {}
@@ -183,18 +194,12 @@ def train_cmd(model: str | None, dataset: str | None, config_path: str | None,
                        should_stop=lambda: stop_flag[0], show_progress=show_bar)
     if not is_main:
         return
-    model_info = None
-    if not result.stopped and result.step > 0:
-        from ..training.runs import read_run_config
-
-        store_name = read_run_config(result.run_dir)[0].name
-        info = register_run_model(result.run_dir, store_name)
-        if info is not None:
-            model_info = {"name": info["name"], "version": info["version"],
-                          "path": str(info["path"])}
+    model_info, register_command = _register(result)
     out = {"run_dir": str(result.run_dir), "steps": result.step, "model": model_info,
            "final": result.final, "images_per_second": result.images_per_second,
            "stopped": result.stopped, "metrics": result.metrics}
+    if register_command:
+        out["register_command"] = register_command
     if as_json:
         emit_json(out)
         return
@@ -203,6 +208,32 @@ def train_cmd(model: str | None, dataset: str | None, config_path: str | None,
                f"({result.images_per_second:.1f} img/s) in {result.run_dir}")
     if model_info:
         click.echo(f"model registered as {model_info['name']}:{model_info['version']} "
-                   f"({model_info['path']})")
-    elif result.stopped:
-        click.echo(f"continue with: polychrome train --resume {result.run_dir}")
+                   f"(step {result.step}, {model_info['path']})")
+    elif register_command:
+        click.echo(f"register the model with: {register_command}")
+    if result.stopped:
+        click.echo(f"continue with: polychrome train --resume {shlex.quote(str(result.run_dir))}")
+
+
+def _register(result: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """Register the run's latest checkpoint as a model: at the end of a run, and when it
+    was stopped (Ctrl-C, SIGTERM) after at least one step. Where a stopped run's model
+    cannot be registered, the command that would do it comes back instead."""
+    if result.step == 0:
+        return None, None
+    from ..training import register_run_model
+    from ..training.runs import read_run_config
+
+    store_name = read_run_config(result.run_dir)[0].name
+    command = (f"polychrome models register {shlex.quote(str(result.run_dir))} "
+               f"--name {shlex.quote(store_name)}")
+    try:
+        info = register_run_model(result.run_dir, store_name)
+    except (PolychromeError, OSError) as e:  # e.g. the store cannot be written to
+        if not result.stopped:
+            raise
+        log.warning("the stopped run's model was not registered: %s", e)
+        return None, command
+    if info is None:
+        return None, command
+    return {"name": info["name"], "version": info["version"], "path": str(info["path"])}, None

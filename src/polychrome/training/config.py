@@ -85,8 +85,12 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_last: int = 3
     sample_every: int = 500
+    # Also a grid once this many seconds passed since the last one, the wait doubling after
+    # each (30 s, 1 min, 2 min, ...): a first preview within a minute, a few dozen at most.
+    sample_every_s: float = 30.0  # 0 = step-based grids only
     sample_cols: int = 8
     log_every: int = 10
+    progress_every_s: float = 10.0  # without a progress bar: a log line this often (0: each step)
     eval_every: int = 0  # 0 = no periodic evaluation
     eval_metrics: list[str] = dataclasses.field(default_factory=lambda: ["fid"])
     eval_n: int = 1000
@@ -165,6 +169,8 @@ class TrainConfig:
              "checkpoint_every, sample_every and eval_every must be >= 0")
         need(self.keep_last >= 1, f"keep_last must be >= 1, got {self.keep_last}")
         need(self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}")
+        for key in ("sample_every_s", "progress_every_s"):
+            need(getattr(self, key) >= 0, f"{key} must be >= 0, got {getattr(self, key)}")
         need(self.warmup_steps >= 0, "warmup_steps must be >= 0")
         need(0.0 <= self.min_lr_factor <= 1.0, "min_lr_factor must be in [0, 1]")
         need(self.instance_noise >= 0.0, "instance_noise must be >= 0")

@@ -131,6 +131,8 @@ class _Run:
         self.monitor: Monitor | None = None
         self.last_ckpt: Path | None = ckpt
         self.saved_step = -1
+        self.sampled_step = -1  # the step of the last sample grid (none yet)
+        self._sample_clock = (0.0, 0.0)  # (time of the last grid, wait before a timed one)
         self.step = 0
         self.images_seen = 0
         self.final: dict[str, float] = {}
@@ -262,6 +264,8 @@ class _Run:
             return
         self.monitor = Monitor(self.run_dir, total_steps=self.cfg.steps, start_step=self.step,
                                show_bar=self.show_progress,
+                               images_per_step=self.trainer.images_per_step * self.env.world_size,
+                               progress_every_s=self.cfg.progress_every_s,
                                collapse_ratio=self.cfg.collapse_ratio,
                                tensorboard=self.tensorboard)
         if self.ckpt is not None:
@@ -275,6 +279,7 @@ class _Run:
     # -- the loop --------------------------------------------------------------------------
     def _loop(self) -> TrainResult:
         cfg, env = self.cfg, self.env
+        self._sample_clock = (time.monotonic(), cfg.sample_every_s)  # (last grid, next wait)
         if self.step == 0 and cfg.sample_every > 0:
             self._sample(0)
         meter, lifetime = _Meter(), _Meter()
@@ -286,19 +291,19 @@ class _Run:
                 log.info("stop requested at step %d: saving a checkpoint", self.step)
                 break
             t0 = time.monotonic()
-            lrs = self._train_one_step(meter)
+            lrs, logs = self._train_one_step(meter)
             lifetime.add({}, time.monotonic() - t0)
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                 means, steps, busy = meter.take()
                 self._log(ddp.mean_across_ranks(means, env), lrs, self._img_per_sec(steps, busy))
             if self.monitor is not None:
-                self.monitor.advance()
+                self.monitor.advance(self.step, logs)
             self._periodic(self.step)
         if self.saved_step != self.step:
             self._save(self.step)
-        if not stopped and cfg.sample_every > 0 and self.step % cfg.sample_every != 0 \
-                and self.step > first_step:
-            self._sample(self.step)
+        if not stopped and cfg.sample_every > 0 and self.step > first_step \
+                and self.sampled_step != self.step:
+            self._sample(self.step)  # the final grid
         if self.on_progress is not None and env.is_main:
             self.on_progress(self.step, cfg.steps, dict(self.final))
         _, steps, busy = lifetime.take()
@@ -308,8 +313,8 @@ class _Run:
                            stopped=stopped, checkpoint=self.last_ckpt, metrics=dict(self.metrics),
                            world_size=env.world_size, ranks=self.rank_check)
 
-    def _train_one_step(self, meter: _Meter) -> dict[str, float]:
-        """lr schedule -> trainer step -> NaN guard -> EMA; returns this step's lrs."""
+    def _train_one_step(self, meter: _Meter) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+        """lr schedule -> trainer step -> NaN guard -> EMA; returns this step's lrs and logs."""
         t0 = time.monotonic()
         lrs = {name: sched.apply(self.trainer.optimizers[name], self.trainer.base_lrs[name],
                                  self.step) for name, sched in self.schedules.items()}
@@ -319,7 +324,7 @@ class _Run:
         self.step += 1
         self.images_seen += self.trainer.images_per_step * self.env.world_size
         meter.add(logs, time.monotonic() - t0)
-        return lrs
+        return lrs, logs
 
     def _img_per_sec(self, steps: int, seconds: float) -> float:
         """Training throughput over all ranks (sampling, eval and checkpoints excluded)."""
@@ -327,7 +332,7 @@ class _Run:
 
     def _periodic(self, step: int) -> None:
         cfg = self.cfg
-        if cfg.sample_every > 0 and step % cfg.sample_every == 0:
+        if cfg.sample_every > 0 and step % cfg.sample_every == 0 or self._sample_time_due():
             self._sample(step)
         last = step == cfg.steps
         eval_due = cfg.eval_every > 0 and (step % cfg.eval_every == 0 or last)
@@ -361,12 +366,22 @@ class _Run:
             if self.on_progress is not None:
                 self.on_progress(self.step, self.cfg.steps, dict(vals))
 
+    def _sample_time_due(self) -> bool:
+        """Time-based grids (rank 0 alone: sampling is no collective); each doubles the wait."""
+        last, wait = self._sample_clock
+        if self.monitor is None or wait <= 0 or time.monotonic() - last < wait:
+            return False
+        self._sample_clock = (last, 2 * wait)
+        return True
+
     def _sample(self, step: int) -> None:
         if self.monitor is None:
             return
         with _forked_rng(self.device), torch.no_grad():
             grid = self.trainer.sample_grid(self.ema.model, self.fixed)
         self.monitor.log_samples(step, grid.image, grid.samples)
+        self.sampled_step = step
+        self._sample_clock = (time.monotonic(), self._sample_clock[1])
 
     def _evaluate(self, step: int) -> dict[str, float] | None:
         if self.monitor is None or self.evaluator is None:

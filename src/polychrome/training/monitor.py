@@ -5,9 +5,11 @@ Only rank 0 builds a `Monitor`; everything here writes into the run dir.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,7 +26,11 @@ log = logging.getLogger(__name__)
 METRICS_NAME = "metrics.jsonl"
 EVENTS_DIR = "events"
 SAMPLES_DIR = "samples"
-PROGRESS_LOG_SECONDS = 10.0  # without a progress bar: one log line at most this often
+# The losses progress shows (the first few a trainer logs), by the names people read.
+LOSS_LABELS = {"loss_d": "D", "loss_g": "G", "l1": "L1", "cyc": "cycle", "sty": "style",
+               "idt": "identity"}
+PROGRESS_LOSSES = 4
+BAR_REFRESH_SECONDS = 0.5  # losses on the bar: read back at most this often
 
 
 def tile_images(samples: torch.Tensor, cols: int, padding: int = 2) -> np.ndarray:
@@ -57,9 +63,15 @@ def _floats(logs: dict[str, Any]) -> dict[str, float]:
 
 
 class Monitor:
-    """metrics.jsonl + TensorBoard + sample PNGs + progress bar for one run (rank 0)."""
+    """metrics.jsonl + TensorBoard + sample PNGs + progress for one run (rank 0).
+
+    Progress: on a terminal a bar (step/total, img/s, ETA, the main losses); elsewhere
+    (a pipe, a log file, a job worker) a log line every `progress_every_s` seconds,
+    whatever the step rate (0: every step).
+    """
 
     def __init__(self, run_dir: Path, *, total_steps: int, start_step: int, show_bar: bool,
+                 images_per_step: int = 1, progress_every_s: float = 10.0,
                  collapse_ratio: float = 0.5, tensorboard: bool = True):
         self.run_dir = Path(run_dir)
         self.samples_dir = self.run_dir / SAMPLES_DIR
@@ -81,13 +93,22 @@ class Monitor:
                                     purge_step=start_step if rerun else None)
         self._t0 = time.monotonic()
         self._start_step = start_step
-        self._last_line = 0.0
+        self.images_per_step = images_per_step
+        self.progress_every_s = progress_every_s
+        self._shown = (self._t0, start_step)  # (time, step) of the last line or bar refresh
+        self._rate = 0.0  # img/s over the last display interval
+        self._exit = contextlib.ExitStack()
         self.bar = None
         if show_bar:
             from tqdm import tqdm
+            from tqdm.contrib.logging import logging_redirect_tqdm
 
             self.bar = tqdm(total=total_steps, initial=start_step, file=sys.stderr,
-                            unit="step", dynamic_ncols=True, leave=False)
+                            leave=False, **_bar_width(),
+                            bar_format="step {n_fmt}/{total_fmt} {percentage:3.0f}%|{bar}| "
+                                       "[{elapsed}{postfix}]")
+            # log records (eval results, warnings) print above the bar, not through it
+            self._exit.enter_context(logging_redirect_tqdm())
 
     def _truncate_metrics(self, start_step: int) -> None:
         """On resume, drop lines a killed run wrote after the checkpoint we resume from."""
@@ -122,20 +143,31 @@ class Monitor:
                 self.tb.add_scalar(f"lr/{k}", v, step)
             self.tb.add_scalar("aug/p", aug_p, step)
             self.tb.add_scalar("perf/img_per_sec", images_per_second, step)
-        summary = " ".join(f"{k}={v:.4g}" for k, v in vals.items() if k.startswith("loss"))
-        if self.bar is not None:
-            self.bar.set_postfix_str(summary, refresh=False)
-        elif time.monotonic() - self._last_line >= PROGRESS_LOG_SECONDS or step >= self.total_steps:
-            self._last_line = time.monotonic()
-            done = step - self._start_step
-            eta = (self.total_steps - step) * elapsed / done if done > 0 else float("nan")
-            log.info("step %d/%d %s %.1f img/s eta %s", step, self.total_steps, summary,
-                     images_per_second, _fmt_eta(eta))
         return vals
 
-    def advance(self, n: int = 1) -> None:
+    def advance(self, step: int, logs: dict[str, Any]) -> None:
+        """After each step (the step's own losses, tensors or numbers): bar or log line."""
+        now = time.monotonic()
+        last_t, last_step = self._shown
         if self.bar is not None:
-            self.bar.update(n)
+            self.bar.update(step - self.bar.n)  # redraws at most every 0.1 s itself
+            if now - last_t < BAR_REFRESH_SECONDS and step < self.total_steps:
+                return
+        elif now - last_t < self.progress_every_s and step < self.total_steps:
+            return
+        if now > last_t and step > last_step:
+            self._rate = (step - last_step) * self.images_per_step / (now - last_t)
+        self._shown = (now, step)
+        done, elapsed = step - self._start_step, now - self._t0
+        eta = _fmt_eta((self.total_steps - step) * elapsed / done if done > 0 else math.nan)
+        losses = loss_summary(logs)
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{self._rate:.1f} img/s, ETA {eta}"
+                                     + (f", {losses}" if losses else ""), refresh=True)
+        else:
+            log.info("step %d/%d (%d%%) %.1f img/s ETA %s%s", step, self.total_steps,
+                     100 * step // max(self.total_steps, 1), self._rate, eta,
+                     f" | {losses}" if losses else "")
 
     def log_eval(self, step: int, metrics: dict[str, Any]) -> None:
         vals = _floats(metrics)
@@ -160,6 +192,7 @@ class Monitor:
         self._write({"step": step, "time": round(time.monotonic() - self._t0, 3),
                      "samples": str(path.relative_to(self.run_dir)), "diversity": div,
                      "collapse_warning": collapse})
+        log.info("step %d: sample grid %s", step, path)
         if self.tb is not None:
             self.tb.add_image("samples", image, step, dataformats="HWC")
             self.tb.add_scalar("samples/diversity", div, step)
@@ -176,12 +209,31 @@ class Monitor:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+        self._exit.close()
         if self.tb is not None:
             self.tb.flush()
             self.tb.close()
             self.tb = None
         if not self._metrics.closed:
             self._metrics.close()
+
+
+def _bar_width() -> dict[str, Any]:
+    """Follow the terminal's size; one that reports none (0 x 0: some containers and
+    recorders) gets 100 columns, since tqdm draws nothing in a terminal of no rows."""
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno())
+    except (OSError, ValueError):
+        size = os.terminal_size((0, 0))
+    if size.columns > 0 and size.lines > 0:
+        return {"dynamic_ncols": True}
+    return {"ncols": size.columns or 100, "nrows": size.lines or 24}
+
+
+def loss_summary(logs: dict[str, Any], limit: int = PROGRESS_LOSSES) -> str:
+    """The main losses, readable: "D 0.693  G 0.702  cycle 0.31" (known names first)."""
+    keys = [k for k in LOSS_LABELS if k in logs][:limit]
+    return "  ".join(f"{LOSS_LABELS[k]} {float(logs[k]):.3g}" for k in keys)
 
 
 def _fmt_eta(seconds: float) -> str:
