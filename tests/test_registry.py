@@ -69,6 +69,27 @@ def test_models_use_the_registry():
     assert "did you mean 'dcgan'?" in str(info.value) and "stylegan" in str(info.value)
 
 
+def test_trainers_use_the_registry():
+    from polychrome.training.trainers import get_trainer_class, list_trainers
+    from polychrome.training.trainers.base import TRAINERS
+
+    assert list_trainers() == TRAINERS.names() == ["noise", "restoration", "translation"]
+    assert get_trainer_class("noise").family == "noise"
+    with pytest.raises(ConfigError, match=r"unknown model family 'noize' \(did you mean "
+                                          r"'noise'\?\); known families: noise, restoration"):
+        get_trainer_class("noize")
+
+
+def test_translation_trainers_use_the_registry():
+    from polychrome.training.trainers.stargan import StarGANTrainer
+    from polychrome.training.trainers.translation import BY_MODEL, TranslationTrainer
+
+    assert BY_MODEL.names() == ["cyclegan", "stargan"]
+    assert TranslationTrainer.for_model("stargan") is StarGANTrainer
+    with pytest.raises(ConfigError, match=r"'stargn' \(did you mean 'stargan'\?\)"):
+        TranslationTrainer.for_model("stargn")
+
+
 def test_losses_schedules_and_metrics_use_the_registry():
     from polychrome.metrics.fidelity import METRICS, parse_metrics
     from polychrome.training.losses import LOSSES, get_losses, hinge_d_loss
