@@ -20,7 +20,6 @@ from polychrome.training.trainers import get_trainer_class
 from polychrome.training.trainers.cyclegan import CycleGANOptions
 from polychrome.training.trainers.noise import NoiseOptions
 from polychrome.training.trainers.options import TrainerOptions, options_for_model
-from polychrome.training.trainers.restoration import RestorationOptions
 from polychrome.training.trainers.stargan import StarGANOptions
 
 from .helpers import make_dataset_dir, make_packed
@@ -92,7 +91,6 @@ def test_options_are_typed_and_defaulted():
     assert opts.ds_decay_steps == 100 and opts.lambda_cyc == StarGANOptions().lambda_cyc
     area = options_for_model("pix2pix", {"mask_area": [0.1, 0.2]}).mask_area
     assert area == (0.1, 0.2) and isinstance(area, tuple)
-    assert RestorationOptions().to_dict()["mask_area"] == [0.05, 0.40]  # JSON-able
     assert options_for_model("cyclegan", None) == CycleGANOptions()
 
 

@@ -38,7 +38,8 @@ class TrainerOptions:
         return sorted(f.name for f in dataclasses.fields(cls))
 
     @classmethod
-    def build(cls: type[OptionsT], given: Mapping[str, Any] | None, *, who: str = "trainer") -> OptionsT:
+    def build(cls: type[OptionsT], given: Mapping[str, Any] | None, *,
+              who: str = "trainer") -> OptionsT:
         """The options from a run config's `trainer_options` (defaults for what is missing);
         `who` (the model's name) starts every error message."""
         if given is None:
@@ -63,10 +64,6 @@ class TrainerOptions:
 
     def check(self, who: str) -> None:
         """Ranges and choices (the types are already right)."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v
-                for k, v in dataclasses.asdict(self).items()}
 
 
 def _unknown_key(key: object, valid: list[str], who: str) -> str:
