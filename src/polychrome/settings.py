@@ -16,6 +16,9 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from .errors import ConfigError
+from .registry import did_you_mean
+
 
 def _default_home() -> Path:
     return Path.home() / ".polychrome"
@@ -144,10 +147,14 @@ class Settings(BaseSettings):
         home = Path(os.environ.get("POLYCHROME_HOME") or _default_home())
         files: list[PydanticBaseSettingsSource] = []
         if (home / "config.toml").is_file():
-            files.append(TomlConfigSettingsSource(settings_cls, home / "config.toml"))
+            toml = TomlConfigSettingsSource(settings_cls, home / "config.toml")
+            _check_file_keys(settings_cls, toml.toml_data, home / "config.toml")
+            files.append(toml)
         for name in ("config.yaml", "config.yml"):
             if (home / name).is_file():
-                files.append(YamlConfigSettingsSource(settings_cls, home / name))
+                yaml = YamlConfigSettingsSource(settings_cls, home / name)
+                _check_file_keys(settings_cls, yaml.yaml_data, home / name)
+                files.append(yaml)
         return (init_settings, env_settings, dotenv_settings, *files, file_secret_settings)
 
     @property
@@ -220,6 +227,19 @@ class Settings(BaseSettings):
         for d in (self.home, self.storage, self.datasets_dir, self.runs_dir, self.models_dir,
                   self.gallery_dir, self.tmp_dir, self.cache):
             d.mkdir(parents=True, exist_ok=True)
+
+
+def _check_file_keys(settings_cls: type[BaseSettings], data: Any, path: Path) -> None:
+    """A settings file may only hold settings: a misspelt key would otherwise be dropped
+    without a word (the environment is not checked: other POLYCHROME_* variables exist)."""
+    if not isinstance(data, dict):
+        return  # pydantic reports a file that is not a mapping
+    fields = sorted(settings_cls.model_fields)
+    for key in data:
+        if str(key).lower() not in fields:
+            raise ConfigError(f"unknown setting {key!r} in {path}"
+                              f"{did_you_mean(str(key).lower(), fields)}; valid settings: "
+                              f"{', '.join(fields)}")
 
 
 @lru_cache(maxsize=16)

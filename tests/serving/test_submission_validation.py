@@ -141,3 +141,27 @@ def test_the_estimate_route_checks_the_same_way(client):
         "model": "dcgan", "dataset": "shapes", "config": {"eval_n": 10**12}})
     assert r.status_code == 400 and "eval_n" in r.json()["error"]["message"], r.text
     assert _jobs() == before
+
+
+@pytest.mark.parametrize(("model", "bad", "good", "words"), [
+    ("stargan", {"trainer_options": {"lambda_pairs": 30}},
+     {"trainer_options": {"lambda_pair": 30}},
+     ["unknown trainer option 'lambda_pairs'", "did you mean 'lambda_pair'?", "lambda_cyc"]),
+    ("dcgan", {"trainer_options": {"gp_weight": 10}}, {"gp_weight": 10},
+     ["dcgan takes no trainer_options", "gp_weight is a run config key"]),
+    ("stargan", {"trainer_options": {"lambda_cyc": "high"}},
+     {"trainer_options": {"lambda_cyc": 2}}, ["lambda_cyc must be a number"]),
+])
+def test_trainer_options_are_checked_at_submission(client, model, bad, good, words):
+    """A misspelt or mistyped trainer option is a 400 before a job row exists (it used to
+    train the default recipe without a word); the corrected request is queued."""
+    mc = {"width": 8, "z_dim": 16} if model == "dcgan" else {"width": 8, "max_width": 16}
+    body = {**TINY, "model": model, "config": {"model_config": mc, **bad}}
+    err = _refused(client, body, *words)
+    assert err["code"] == "config_error"
+    r = client.post("/api/jobs", json={**body, "config": {"model_config": mc, **good}})
+    assert r.status_code == 202, r.text
+    # the estimate route runs the same check
+    r = client.post("/api/presets/estimate", json={"model": model, "dataset": "shapes",
+                                                   "config": body["config"]})
+    assert r.status_code == 400 and words[0] in r.json()["error"]["message"], r.text

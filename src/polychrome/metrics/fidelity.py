@@ -20,13 +20,13 @@ Features: float tensors or arrays (N, D). Computation is in float64 on the CPU.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from ..errors import PolychromeError
-
-METRICS = ("fid", "kid", "pr")
+from ..registry import Registry
 
 
 def _as_f64(features: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -132,6 +132,41 @@ def precision_recall(gen: torch.Tensor | np.ndarray, real: torch.Tensor | np.nda
     return precision, recall
 
 
+@dataclasses.dataclass
+class MetricInputs:
+    """What a metric reads: generated and real features (N, D), and the shared knobs."""
+
+    gen: torch.Tensor | np.ndarray
+    real: torch.Tensor | np.ndarray
+    real_stats: FeatureStats | None = None  # precomputed statistics of `real` (FID)
+    seed: int = 2020
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+
+
+# name -> function(MetricInputs) -> {figure name: value}; `--metrics fid,kid` picks them.
+METRICS: Registry[Callable[[MetricInputs], dict[str, float]]] = Registry(
+    "metric", error=PolychromeError, code="bad_request")
+
+
+@METRICS.register("fid")
+def _fid_metric(m: MetricInputs) -> dict[str, float]:
+    return {"fid": fid_from_stats(feature_stats(m.gen), m.real_stats or feature_stats(m.real))}
+
+
+@METRICS.register("kid")
+def _kid_metric(m: MetricInputs) -> dict[str, float]:
+    mean, std = kid(m.gen, m.real, subsets=m.kid_subsets, subset_size=m.kid_subset_size,
+                    seed=m.seed)
+    return {"kid_mean": mean, "kid_std": std}
+
+
+@METRICS.register("pr")
+def _pr_metric(m: MetricInputs) -> dict[str, float]:
+    precision, recall = precision_recall(m.gen, m.real)
+    return {"precision": precision, "recall": recall}
+
+
 def parse_metrics(metrics: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """"fid,kid" or a sequence -> validated tuple (order kept, duplicates dropped)."""
     items = metrics.split(",") if isinstance(metrics, str) else list(metrics)
@@ -139,9 +174,7 @@ def parse_metrics(metrics: str | tuple[str, ...] | list[str]) -> tuple[str, ...]
     for m in (s.strip().lower() for s in items):
         if not m:
             continue
-        if m not in METRICS:
-            raise PolychromeError(f"unknown metric {m!r}; choose from {', '.join(METRICS)}",
-                                  code="bad_request")
+        METRICS.get(m)  # unknown: bad_request naming the closest metric and all of them
         if m not in out:
             out.append(m)
     if not out:
@@ -154,13 +187,9 @@ def compute_metrics(gen: torch.Tensor, real: torch.Tensor, metrics: tuple[str, .
                     real_stats: FeatureStats | None = None, seed: int = 2020,
                     kid_subsets: int = 100, kid_subset_size: int = 1000) -> dict[str, float]:
     """{"fid", "kid_mean", "kid_std", "precision", "recall"} (those asked for)."""
+    inputs = MetricInputs(gen, real, real_stats=real_stats, seed=seed, kid_subsets=kid_subsets,
+                          kid_subset_size=kid_subset_size)
     out: dict[str, float] = {}
     for m in parse_metrics(metrics):
-        if m == "fid":
-            out["fid"] = fid_from_stats(feature_stats(gen), real_stats or feature_stats(real))
-        elif m == "kid":
-            out["kid_mean"], out["kid_std"] = kid(gen, real, subsets=kid_subsets,
-                                                  subset_size=kid_subset_size, seed=seed)
-        elif m == "pr":
-            out["precision"], out["recall"] = precision_recall(gen, real)
+        out.update(METRICS.get(m)(inputs))
     return out

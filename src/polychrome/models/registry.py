@@ -5,30 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ModelError
+from ..registry import Registry
 
-_REGISTRY: dict[str, type] = {}
+MODELS: Registry[type] = Registry("model", error=ModelError, code="unknown_model",
+                                  name_attr="name")
 
 
 def register_model(name: str):
-    """Class decorator: make a `GANModel` subclass creatable by `name`."""
-
-    def deco(cls):
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"model {name!r} registered twice")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
+    """Class decorator: make a `GANModel` subclass creatable by `name` (sets `cls.name`)."""
+    return MODELS.register(name)
 
 
 def get_model_class(name: str) -> type:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        known = ", ".join(sorted(_REGISTRY)) or "(none)"
-        raise ModelError(f"unknown model {name!r}; known models: {known}",
-                         code="unknown_model") from None
+    """The class registered as `name`; an unknown name is a ModelError (unknown_model)."""
+    return MODELS.get(name)
 
 
 def create_model(name: str, **config: Any):
@@ -38,4 +28,4 @@ def create_model(name: str, **config: Any):
 
 
 def list_models(family: str | None = None) -> list[str]:
-    return sorted(n for n, c in _REGISTRY.items() if family is None or c.family == family)
+    return MODELS.names(None if family is None else lambda c: c.family == family)

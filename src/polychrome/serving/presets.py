@@ -113,12 +113,14 @@ MAX_MODULES = 20_000  # a model_config that builds more submodules is refused un
 
 def check_train_config(tc: Any, settings: Settings, *, num_domains: int) -> int:
     """Everything a worker would refuse about run config `tc`, refused now (a 4xx before a
-    job row exists): the server's limits, the device, and the model config, built on the
+    job row exists): the server's limits, the device, the trainer options, and the model
+    config, built on the
     meta device (no memory) to count its parameters against `max_model_params`.
     Returns that count."""
     from ..errors import ConfigError
     from ..models.registry import get_model_class
     from ..training.runs import model_kwargs
+    from ..training.trainers.options import options_for_model
 
     cls = get_model_class(tc.model)  # unknown architecture -> ModelError (400)
     for key, value, setting in (
@@ -136,6 +138,7 @@ def check_train_config(tc: Any, settings: Settings, *, num_domains: int) -> int:
         raise ConfigError(f"{tc.model} draws whole pictures from noise: crops mode (crop) is "
                           "for image -> image models (stargan, cyclegan, pix2pix)")
     check_model_config(tc.model, tc)
+    options_for_model(tc.model, tc.trainer_options)  # unknown / mistyped trainer options
     kwargs = model_kwargs(tc, num_domains)  # resolution / num_domains disagreements
     if kwargs.get("channels", 3) != 3:
         raise ConfigError(f"training data is RGB, so the model needs channels=3 "

@@ -20,9 +20,8 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
+from ..registry import did_you_mean
 
-LOSSES = ("ns", "hinge", "wgan", "lsgan")
-SCHEDULES = ("constant", "linear", "cosine")
 AMP_MODES = ("off", "auto", "bf16", "fp16")
 FITS = ("crop", "pad", "crops")  # whole picture squared by crop / pad, or random crops
 SPLITS = ("all", "train", "heldout")
@@ -112,8 +111,9 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
+            named = ", ".join(f"{k}{did_you_mean(k, names)}" for k in unknown)
             raise ConfigError(
-                f"unknown config key(s): {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}"
+                f"unknown config key(s): {named}; valid keys: {', '.join(sorted(names))}"
             )
         d = dict(d)
         if d.get("fit") == "whole":
@@ -137,6 +137,9 @@ class TrainConfig:
         return TrainConfig.from_dict(d)
 
     def validate(self, *, resolved: bool = True) -> None:
+        from .losses import LOSSES  # the registries (imported here: they import torch)
+        from .schedules import SCHEDULES
+
         def need(cond: bool, msg: str) -> None:
             if not cond:
                 raise ConfigError(msg)
@@ -163,7 +166,8 @@ class TrainConfig:
         else:
             need(self.scale is None, "scale applies to crops mode only (fit: crops)")
         need(self.split in SPLITS, f"split must be one of {SPLITS}, got {self.split!r}")
-        need(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        need(self.schedule in SCHEDULES, f"schedule must be one of {tuple(SCHEDULES)}, got "
+             f"{self.schedule!r}{did_you_mean(self.schedule, SCHEDULES)}")
         need(self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}, got {self.amp!r}")
         need(self.checkpoint_every >= 0 and self.sample_every >= 0 and self.eval_every >= 0,
              "checkpoint_every, sample_every and eval_every must be >= 0")
@@ -190,7 +194,8 @@ class TrainConfig:
         if self.mixing_prob is not None:
             need(0.0 <= self.mixing_prob <= 1.0, "mixing_prob must be in [0, 1]")
         if self.loss is not None:
-            need(self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}")
+            need(self.loss in LOSSES, f"loss must be one of {tuple(LOSSES)}, got "
+                 f"{self.loss!r}{did_you_mean(self.loss, LOSSES)}")
         if self.batch_size is not None:
             need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         if self.n_critic is not None:
@@ -217,20 +222,21 @@ class TrainConfig:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            want = _describe(hints[f.name], value)
+            want = type_problem(hints[f.name], value)
             if want is not None:
                 raise ConfigError(f"{f.name} must be {want}, got {value!r}")
 
 
-def _describe(hint: Any, value: Any) -> str | None:
-    """None if `value` fits the annotation `hint`, else what it should have been."""
+def type_problem(hint: Any, value: Any) -> str | None:
+    """None if `value` fits the annotation `hint`, else what it should have been (for
+    untyped JSON / YAML input: the run config here, trainer options in trainers/options.py)."""
     args = typing.get_args(hint)
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        problems = [_describe(a, value) for a in inner]
+        problems = [type_problem(a, value) for a in inner]
         if any(p is None for p in problems):
             return None
         return " or ".join(p for p in problems if p) + (" (or null)" if type(None) in args
@@ -253,10 +259,18 @@ def _describe(hint: Any, value: Any) -> str | None:
             return "a list"
         (item,) = args or (Any,)
         for v in value:
-            problem = _describe(item, v)
+            problem = type_problem(item, v)
             if problem is not None:
                 return f"a list of {problem.removeprefix('a ').removeprefix('an ')}s"
         return None
+    if origin is tuple:  # fixed length, read from a YAML / JSON list
+        kinds = [(type_problem(a, object()) or "value").removeprefix("a ") for a in args]
+        want = (f"a list of {len(args)} {kinds[0]}s" if len(set(kinds)) == 1
+                else f"a list of {len(args)} values ({', '.join(kinds)})")
+        if not isinstance(value, list | tuple) or len(value) != len(args):
+            return want
+        bad = any(type_problem(a, v) is not None for a, v in zip(args, value, strict=True))
+        return want if bad else None
     if origin is dict:
         return None if isinstance(value, dict) else "a mapping"
     return None

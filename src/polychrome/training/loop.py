@@ -55,6 +55,7 @@ from .runs import (
 from .schedules import make_schedule
 from .state import restore_state, save_state
 from .trainers import TrainContext, get_trainer_class
+from .trainers.options import options_for_model
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +172,8 @@ class _Run:
             # reads of uninitialised memory): 10 % of a CPU step, and results don't change.
             torch.utils.deterministic.fill_uninitialized_memory = False
             torch.backends.cudnn.benchmark = False
+        # A misspelt or mistyped trainer option is refused before any data is read.
+        options_for_model(raw.model, raw.trainer_options)
         self._load_data(raw)
         # Same initial weights on every rank: build the model from the run seed alone.
         torch.manual_seed(raw.seed)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError
+from ..registry import Registry
 
 Logs = dict[str, torch.Tensor]
 LossOut = tuple[torch.Tensor, Logs]
@@ -73,17 +73,14 @@ def lsgan_g_loss(fake_logits: torch.Tensor) -> LossOut:
 DLoss = Callable[[torch.Tensor, torch.Tensor], LossOut]
 GLoss = Callable[[torch.Tensor], LossOut]
 
-LOSSES: dict[str, tuple[DLoss, GLoss]] = {
-    "ns": (ns_d_loss, ns_g_loss),
-    "hinge": (hinge_d_loss, hinge_g_loss),
-    "wgan": (wgan_d_loss, wgan_g_loss),
-    "lsgan": (lsgan_d_loss, lsgan_g_loss),
-}
+# name -> (D loss, G loss); the run config's `loss` picks one.
+LOSSES: Registry[tuple[DLoss, GLoss]] = Registry("loss", plural="losses")
+LOSSES.add("ns", (ns_d_loss, ns_g_loss))
+LOSSES.add("hinge", (hinge_d_loss, hinge_g_loss))
+LOSSES.add("wgan", (wgan_d_loss, wgan_g_loss))
+LOSSES.add("lsgan", (lsgan_d_loss, lsgan_g_loss))
 
 
 def get_losses(name: str) -> tuple[DLoss, GLoss]:
-    """The (D loss, G loss) pair for a loss name."""
-    try:
-        return LOSSES[name]
-    except KeyError:
-        raise ConfigError(f"unknown loss {name!r}; known: {', '.join(LOSSES)}") from None
+    """The (D loss, G loss) pair for a loss name (ConfigError with the known names)."""
+    return LOSSES.get(name)

@@ -12,12 +12,16 @@ from typing import Any, ClassVar
 import torch
 
 from ..errors import ConfigError
+from ..registry import Registry
+
+# kind -> Schedule subclass; the run config's `schedule` picks one.
+SCHEDULES: Registry[type[Schedule]] = Registry("schedule", name_attr="kind")
 
 
 class Schedule:
     """factor(step) in [0, 1]: linear warmup over `warmup_steps`, then `_decay`."""
 
-    kind: ClassVar[str] = ""
+    kind: ClassVar[str] = ""  # set by SCHEDULES.register
 
     def __init__(self, total_steps: int, *, warmup_steps: int = 0, min_factor: float = 0.0):
         self.total_steps = max(1, int(total_steps))
@@ -53,42 +57,33 @@ class Schedule:
         self.min_factor = float(state["min_factor"])
 
 
+@SCHEDULES.register("constant")
 class ConstantSchedule(Schedule):
-    kind = "constant"
+    """The base lr throughout (after any warmup)."""
 
     def _decay(self, progress: float) -> float:
         return 1.0
 
 
+@SCHEDULES.register("linear")
 class LinearSchedule(Schedule):
     """Linear decay from 1 to min_factor over the steps after warmup."""
-
-    kind = "linear"
 
     def _decay(self, progress: float) -> float:
         return 1.0 - progress
 
 
+@SCHEDULES.register("cosine")
 class CosineSchedule(Schedule):
     """Half a cosine from 1 to min_factor (Loshchilov & Hutter 2017, no restarts)."""
-
-    kind = "cosine"
 
     def _decay(self, progress: float) -> float:
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-SCHEDULES: dict[str, type[Schedule]] = {
-    cls.kind: cls for cls in (ConstantSchedule, LinearSchedule, CosineSchedule)
-}
-
-
 def make_schedule(kind: str, total_steps: int, *, warmup_steps: int = 0,
                   min_factor: float = 0.0) -> Schedule:
-    try:
-        cls = SCHEDULES[kind]
-    except KeyError:
-        raise ConfigError(f"unknown schedule {kind!r}; known: {', '.join(SCHEDULES)}") from None
+    cls = SCHEDULES.get(kind)  # an unknown kind: ConfigError with the known ones
     return cls(total_steps, warmup_steps=warmup_steps, min_factor=min_factor)
 
 

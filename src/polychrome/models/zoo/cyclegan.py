@@ -164,11 +164,6 @@ class CycleGAN(GANModel):
         "lr_g": 2e-4,
         "lr_d": 2e-4,
         "betas": [0.5, 0.999],
-        "lambda_adv": 2.0,  # the shared LSGAN G loss is 1/2 MSE; 2 restores the paper's MSE
-        "lambda_cyc": 10.0,
-        "lambda_id": 0.5,  # identity loss weight, as a fraction of lambda_cyc
-        "pool_size": 50,  # history of generated images shown to D
-        "decay_start": 0.5,  # lr constant for this fraction of the run, then linear to 0
         "r1_gamma": 0.0,
         "ema_decay": 0.0,  # the paper uses no EMA
         "batch_size": 4,  # paper: 1; 4 uses 2 CPU cores better

@@ -258,10 +258,6 @@ class Pix2Pix(GANModel):
         "lr_g": 2e-4,
         "lr_d": 2e-4,
         "betas": [0.5, 0.999],
-        "lambda_l1": 100.0,  # paper: 100
-        "lambda_adv": 1.0,
-        "degrade": "mild",  # sr: clean | mild (blur, noise, JPEG on some pictures)
-        "mask_area": [0.05, 0.40],  # inpaint: fraction of the crop each mask covers
         "ema_decay": 0.999,
         "batch_size": 16,
     }

@@ -309,15 +309,7 @@ class StarGAN(GANModel):
         "loss": "ns",
         "lr_g": 1e-4,  # G and E
         "lr_d": 1e-4,
-        "lr_f": 1e-6,  # mapping network (paper: 100x smaller)
         "betas": [0.0, 0.99],
-        "weight_decay": 1e-4,
-        "lambda_sty": 1.0,
-        "lambda_ds": 1.0,  # diversity-sensitive weight, decays linearly to 0 ...
-        "ds_decay_steps": 0,  # ... over this many steps; 0 = the whole run (paper)
-        "lambda_cyc": 1.0,
-        "lambda_id": 0.0,  # identity loss |x - G(x, E(x, y))| (not in the paper)
-        "lambda_pair": 0.0,  # paired loss on same-named files (not in the paper)
         "r1_gamma": 1.0,
         "ema_decay": 0.999,
         "batch_size": 8,

@@ -1,6 +1,6 @@
 """Trainers, one per model family, chosen by `model.family` through a small registry."""
 
-from . import cyclegan, stargan  # noqa: F401  (translation family trainers)
+from . import cyclegan, restoration, stargan  # noqa: F401  (registered on import)
 from .base import (
     SampleGrid,
     TrainContext,

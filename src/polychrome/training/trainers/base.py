@@ -7,8 +7,13 @@ schedules, EMA, checkpoints, monitoring, DDP and the guards.
 
 To add a family (e.g. translation: stargan, cyclegan; paired: pix2pix):
 
-    @register_trainer("translation")
-    class TranslationTrainer(Trainer):
+    @dataclasses.dataclass(frozen=True)
+    class PairedOptions(TrainerOptions):      # its knobs beyond the run config's fields
+        lambda_l1: float = 100.0  # reconstruction weight
+
+    @register_trainer("paired")
+    class PairedTrainer(Trainer):
+        options_class = PairedOptions         # trainer_options, checked -> self.options
         def __init__(self, model, config, ctx):
             super().__init__(model, config, ctx)
             self.add_optimizer("g", model.generator.parameters(), config.lr_g)
@@ -35,9 +40,11 @@ import torch
 from torch import nn
 
 from ...errors import ConfigError
+from ...registry import Registry
 from ..config import TrainConfig
 from ..distributed import DistEnv, all_gather_cat, sync_grads
 from ..regularizers import InstanceNoise
+from .options import TrainerOptions
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (B, 3, R, R) float in [-1, 1], (B,) int64 labels
 Logs = dict[str, torch.Tensor]
@@ -61,12 +68,17 @@ class SampleGrid:
 
 
 class Trainer(abc.ABC):
-    family: ClassVar[str] = ""
+    family: ClassVar[str] = ""  # set by register_trainer
+    # What the trainer reads from the run config's `trainer_options` (none by default:
+    # then every key there is refused).
+    options_class: ClassVar[type[TrainerOptions]] = TrainerOptions
 
     def __init__(self, model: nn.Module, config: TrainConfig, ctx: TrainContext):
         self.model = model
         self.config = config
         self.ctx = ctx
+        self.options = self.options_class.build(getattr(config, "trainer_options", None),
+                                                who=getattr(model, "name", "") or self.family)
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.base_lrs: dict[str, float] = {}
         self.scalers: dict[str, torch.amp.GradScaler] = {}
@@ -79,6 +91,12 @@ class Trainer(abc.ABC):
             self.ada = AdaptiveAugment(p=0.0, target=config.ada_target,
                                        speed_imgs=config.ada_speed_imgs,
                                        policy=config.diffaugment)
+
+    @classmethod
+    def for_model(cls, model_name: str) -> type[Trainer]:
+        """The class that trains architecture `model_name` (a family with one class per
+        model, such as translation, dispatches here)."""
+        return cls
 
     # -- what a family implements ---------------------------------------------------------
     @abc.abstractmethod
@@ -201,25 +219,19 @@ def frozen(module: nn.Module) -> Iterator[None]:
             p.requires_grad_(f)
 
 
-_TRAINERS: dict[str, type[Trainer]] = {}
+# family -> Trainer subclass (sets the class's `family`).
+TRAINERS: Registry[type[Trainer]] = Registry("model family", plural="families",
+                                             name_attr="family")
 
 
 def register_trainer(family: str):
     """Class decorator: the trainer used for models whose `family` is `family`."""
-
-    def deco(cls: type[Trainer]) -> type[Trainer]:
-        if family in _TRAINERS and _TRAINERS[family] is not cls:
-            raise ValueError(f"trainer for family {family!r} registered twice")
-        cls.family = family
-        _TRAINERS[family] = cls
-        return cls
-
-    return deco
+    return TRAINERS.register(family)
 
 
 def get_trainer_class(family: str) -> type[Trainer]:
     """The trainer for `family`; a module `training/trainers/<family>.py` is imported on demand."""
-    if family not in _TRAINERS and family.isidentifier():
+    if family not in TRAINERS and isinstance(family, str) and family.isidentifier():
         import importlib
 
         try:
@@ -227,13 +239,8 @@ def get_trainer_class(family: str) -> type[Trainer]:
         except ModuleNotFoundError as e:
             if e.name != f"{__package__}.{family}":
                 raise
-    try:
-        return _TRAINERS[family]
-    except KeyError:
-        known = ", ".join(sorted(_TRAINERS)) or "(none)"
-        raise ConfigError(f"no trainer for model family {family!r}; known families: {known}"
-                          ) from None
+    return TRAINERS.get(family)
 
 
 def list_trainers() -> list[str]:
-    return sorted(_TRAINERS)
+    return TRAINERS.names()

@@ -14,6 +14,7 @@ constant for the first `decay_start` of the run and then decays linearly to 0.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +26,7 @@ from ..losses import get_losses
 from ..monitor import tile_images
 from ..regularizers import r1_penalty
 from .base import Logs, SampleGrid, frozen
+from .options import TrainerOptions, need
 from .translation import (
     DomainPairLoader,
     TranslationTrainer,
@@ -69,10 +71,33 @@ class ImagePool:
         return torch.cat(out)
 
 
+@dataclasses.dataclass(frozen=True)
+class CycleGANOptions(TrainerOptions):
+    """CycleGAN's knobs beyond the run config (defaults: the paper's). Set them under
+    `trainer_options`."""
+
+    lambda_adv: float = 2.0  # the shared LSGAN G loss is 1/2 MSE; 2 restores the paper's MSE
+    lambda_cyc: float = 10.0  # cycle consistency weight
+    lambda_id: float = 0.5  # identity loss weight, as a fraction of lambda_cyc
+    pool_size: int = 50  # history of generated images shown to D (0 = none)
+    decay_start: float = 0.5  # lr constant for this fraction of the run, then linear to 0
+
+    def check(self, who: str) -> None:
+        for key in ("lambda_adv", "lambda_cyc", "lambda_id", "pool_size"):
+            value = getattr(self, key)
+            need(value >= 0, who, f"{key} must be >= 0, got {value}")
+        need(0.0 <= self.decay_start <= 1.0, who,
+             f"decay_start must be in [0, 1], got {self.decay_start}")
+
+
 @translation_trainer("cyclegan")
 class CycleGANTrainer(TranslationTrainer):
+    options_class = CycleGANOptions
+    options: CycleGANOptions
+
     def __init__(self, model: nn.Module, config: Any, ctx: Any):
         super().__init__(model, config, ctx)
+        opts = self.options
         self.G, self.F = model.generator, model.generator_ba  # A -> B, B -> A
         self.D_B, self.D_A = model.discriminator, model.discriminator_a
         self.g_params = [*self.G.parameters(), *self.F.parameters()]
@@ -80,12 +105,12 @@ class CycleGANTrainer(TranslationTrainer):
         self.add_optimizer("g", self.g_params, config.lr_g)
         self.add_optimizer("d", self.d_params, config.lr_d)
         self.d_loss_fn, self.g_loss_fn = get_losses(config.loss)
-        self.lambda_adv = float(self.option("lambda_adv"))
-        self.lambda_cyc = float(self.option("lambda_cyc"))
-        self.lambda_id = float(self.option("lambda_id"))
-        self.decay_start = float(self.option("decay_start"))
-        self.pool_a = ImagePool(int(self.option("pool_size")))  # fakes of style A: F(b)
-        self.pool_b = ImagePool(int(self.option("pool_size")))  # fakes of style B: G(a)
+        self.lambda_adv = opts.lambda_adv
+        self.lambda_cyc = opts.lambda_cyc
+        self.lambda_id = opts.lambda_id
+        self.decay_start = opts.decay_start
+        self.pool_a = ImagePool(opts.pool_size)  # fakes of style A: F(b)
+        self.pool_b = ImagePool(opts.pool_size)  # fakes of style B: G(a)
 
     def make_loader(self, packed: PackedDataset) -> DomainPairLoader:
         return DomainPairLoader(packed, int(self.config.batch_size), device=self.ctx.device,

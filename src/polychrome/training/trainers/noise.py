@@ -8,6 +8,7 @@ conditional models see the data's label distribution.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +20,7 @@ from ..losses import get_losses
 from ..monitor import tile_images
 from ..regularizers import gradient_penalty, r1_penalty
 from .base import Batch, Logs, SampleGrid, Trainer, frozen, register_trainer
+from .options import TrainerOptions
 
 MAX_GRID_ROWS = 16  # styles shown in a sample grid (one row each)
 SAMPLE_CHUNK = 64  # generate grids in fixed-size chunks: memory bound, result independent of N
@@ -32,8 +34,17 @@ def _accepts(fn: Any, name: str) -> bool:
     return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
+@dataclasses.dataclass(frozen=True)
+class NoiseOptions(TrainerOptions):
+    """None: every knob of the noise trainer (n_critic, gp_weight, r1_gamma, r1_interval,
+    mixing_prob, diffaugment, ...) is a run config field, so any trainer_options key is
+    refused (a run-config key there is pointed back to the top level)."""
+
+
 @register_trainer("noise")
 class NoiseTrainer(Trainer):
+    options_class = NoiseOptions
+
     def __init__(self, model: nn.Module, config: Any, ctx: Any):
         super().__init__(model, config, ctx)
         self.G: nn.Module = model.generator

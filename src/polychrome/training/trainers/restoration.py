@@ -16,6 +16,7 @@ turn, one per step.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,41 +24,47 @@ import torch
 from torch import nn
 
 from ...data.degrade import DEGRADE_MODES, degrade_sr, random_masks
-from ...errors import ConfigError
+from ...registry import did_you_mean
 from ..losses import get_losses
 from ..monitor import tile_images
 from .base import Batch, Logs, SampleGrid, Trainer, frozen, register_trainer
+from .options import TrainerOptions, need
 
-OPTION_KEYS = frozenset({"lambda_l1", "lambda_adv", "degrade", "mask_area"})
+
+@dataclasses.dataclass(frozen=True)
+class RestorationOptions(TrainerOptions):
+    """pix2pix's knobs beyond the run config (defaults: the paper's weights). Set them
+    under `trainer_options`."""
+
+    lambda_l1: float = 100.0  # L1 to the clean picture (the paper: 100)
+    lambda_adv: float = 1.0  # conditional GAN term
+    degrade: str = "mild"  # sr inputs: clean | mild (blur, noise, JPEG on some pictures)
+    mask_area: tuple[float, float] = (0.05, 0.40)  # inpaint: share of the crop a mask covers
+
+    def check(self, who: str) -> None:
+        need(self.degrade in DEGRADE_MODES, who, f"degrade must be one of "
+             f"{', '.join(DEGRADE_MODES)}, got {self.degrade!r}"
+             f"{did_you_mean(self.degrade, DEGRADE_MODES)}")
+        lo, hi = self.mask_area
+        need(0 < lo <= hi < 1, who, f"mask_area must satisfy 0 < lo <= hi < 1, got "
+             f"{list(self.mask_area)}")
+        need(self.lambda_l1 >= 0 and self.lambda_adv >= 0
+             and self.lambda_l1 + self.lambda_adv > 0, who,
+             "lambda_l1 and lambda_adv must be >= 0, not both 0")
 
 
 @register_trainer("restoration")
 class RestorationTrainer(Trainer):
+    options_class = RestorationOptions
+    options: RestorationOptions
+
     def __init__(self, model: nn.Module, config: Any, ctx: Any):
         super().__init__(model, config, ctx)
-        defaults = {k: v for k, v in model.train_defaults.items() if k in OPTION_KEYS}
-        given = dict(getattr(config, "trainer_options", None) or {})
-        unknown = sorted(set(given) - OPTION_KEYS)
-        if unknown:
-            raise ConfigError(f"{model.name}: unknown trainer option(s) {', '.join(unknown)}; "
-                              f"known: {', '.join(sorted(OPTION_KEYS))}")
-        self.options = {**defaults, **given}
-        self.lambda_l1 = float(self.options["lambda_l1"])
-        self.lambda_adv = float(self.options["lambda_adv"])
-        self.degrade = str(self.options["degrade"])
-        if self.degrade not in DEGRADE_MODES:
-            raise ConfigError(f"degrade must be one of {', '.join(DEGRADE_MODES)}, "
-                              f"got {self.degrade!r}")
-        area = self.options["mask_area"]
-        try:
-            lo, hi = (float(a) for a in area)
-        except (TypeError, ValueError):
-            raise ConfigError(f"mask_area must be [lo, hi], got {area!r}") from None
-        if not 0 < lo <= hi < 1:
-            raise ConfigError(f"mask_area must satisfy 0 < lo <= hi < 1, got {area!r}")
-        self.mask_area = (lo, hi)
-        if self.lambda_l1 < 0 or self.lambda_adv < 0 or self.lambda_l1 + self.lambda_adv == 0:
-            raise ConfigError("lambda_l1 and lambda_adv must be >= 0, not both 0")
+        opts = self.options
+        self.lambda_l1 = opts.lambda_l1
+        self.lambda_adv = opts.lambda_adv
+        self.degrade = opts.degrade
+        self.mask_area = opts.mask_area
         self.G, self.D = model.generator, model.discriminator
         self.scales = model.config.task_scales()
         self.add_optimizer("g", self.G.parameters(), config.lr_g)

@@ -19,6 +19,7 @@ step trains G only.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -33,6 +34,7 @@ from ..monitor import tile_images
 from ..regularizers import r1_penalty
 from ..rng import derive_seed
 from .base import Logs, SampleGrid, frozen
+from .options import TrainerOptions, need
 from .translation import TranslationTrainer, pick_sources, translation_trainer
 
 MAX_GRID_ROWS = 16  # styles shown in a sample grid (one row each)
@@ -124,37 +126,56 @@ class StyleBatchLoader:
         self.ref.load_state_dict(state["ref"])
 
 
+@dataclasses.dataclass(frozen=True)
+class StarGANOptions(TrainerOptions):
+    """StarGAN v2's knobs beyond the run config (defaults: the paper's, with the two
+    extra terms off). Set them under `trainer_options`."""
+
+    lr_f: float = 1e-6  # mapping network F's lr (the paper: 100x below G's 1e-4)
+    weight_decay: float = 1e-4  # Adam weight decay of G, F, E and D
+    lambda_sty: float = 1.0  # style reconstruction |s - E(G(x, s))|
+    lambda_ds: float = 1.0  # diversity-sensitive weight, decays linearly to 0 ...
+    ds_decay_steps: int = 0  # ... over this many steps; 0 = the whole run (the paper)
+    lambda_cyc: float = 1.0  # cycle consistency |x - G(G(x, s), E(x))|
+    # Not in the paper: CycleGAN's identity loss |x - G(x, E(x, y))|, which makes G pass
+    # content through from the first steps (short CPU budgets need it).
+    lambda_id: float = 0.0
+    # Not in the paper: |G(x, s) - x_trg| against the source's own drawing in the target
+    # style, on data sets whose style folders share file names (refused on others).
+    lambda_pair: float = 0.0
+
+    def check(self, who: str) -> None:
+        for key in ("lr_f", "weight_decay", "lambda_sty", "lambda_ds", "ds_decay_steps",
+                    "lambda_cyc", "lambda_id", "lambda_pair"):
+            value = getattr(self, key)
+            need(value >= 0, who, f"{key} must be >= 0, got {value}")
+
+
 @translation_trainer("stargan")
 class StarGANTrainer(TranslationTrainer):
+    options_class = StarGANOptions
+    options: StarGANOptions
+
     def __init__(self, model: nn.Module, config: Any, ctx: Any):
         super().__init__(model, config, ctx)
+        opts = self.options
         self.G, self.F = model.generator, model.mapping
         self.E, self.D = model.style_encoder, model.discriminator
-        wd = float(self.option("weight_decay"))
-        lrs = {"g": config.lr_g, "f": float(self.option("lr_f")), "e": config.lr_g,
-               "d": config.lr_d}
+        lrs = {"g": config.lr_g, "f": opts.lr_f, "e": config.lr_g, "d": config.lr_d}
         nets = {"g": self.G, "f": self.F, "e": self.E, "d": self.D}
         self.params = {n: list(net.parameters()) for n, net in nets.items()}
         for n in nets:
             opt = self.add_optimizer(n, self.params[n], lrs[n])
             for group in opt.param_groups:
-                group["weight_decay"] = wd
+                group["weight_decay"] = opts.weight_decay
         self.d_loss_fn, self.g_loss_fn = get_losses(config.loss)
-        self.lambda_sty = float(self.option("lambda_sty"))
-        self.lambda_ds0 = float(self.option("lambda_ds"))
+        self.lambda_sty = opts.lambda_sty
+        self.lambda_ds0 = opts.lambda_ds
         # 0 = decay over the whole run (the paper decays over all of its iterations).
-        self.ds_steps = int(self.option("ds_decay_steps")) or int(config.steps)
-        self.lambda_cyc = float(self.option("lambda_cyc"))
-        # CycleGAN's identity loss, carried over: restyling a picture into its own style
-        # should give it back. Not in the StarGAN v2 paper (default 0 there); it makes
-        # the generator pass content through from the first steps, which short CPU
-        # budgets need.
-        self.lambda_id = float(self.option("lambda_id"))
-        # Paired loss (not in the paper, default off): on data sets whose style folders
-        # share file names, |G(x, s) - x_trg|_1 with x_trg the source's own drawing in the
-        # target style, a pix2pix-style term that turns the unpaired translator into a
-        # supervised one where ground truth exists.
-        self.lambda_pair = float(self.option("lambda_pair"))
+        self.ds_steps = opts.ds_decay_steps or int(config.steps)
+        self.lambda_cyc = opts.lambda_cyc
+        self.lambda_id = opts.lambda_id
+        self.lambda_pair = opts.lambda_pair
 
     def make_loader(self, packed: PackedDataset) -> StyleBatchLoader:
         return StyleBatchLoader(packed, int(self.config.batch_size), device=self.ctx.device,

@@ -6,8 +6,8 @@ has its own class. `TranslationTrainer(model, config, ctx)` builds the one regis
 for `model.name` with `@translation_trainer("stargan")`.
 
 Family options that the run config has no field for (loss weights, pool size, the
-mapping network's lr, ...) come from `model.train_defaults`, overridden by a
-`trainer_options` mapping on the run config when it has one.
+mapping network's lr, ...) are each model's own typed options class (`options_class`,
+built from the run config's `trainer_options`: see options.py).
 """
 
 from __future__ import annotations
@@ -21,20 +21,17 @@ from torch import nn
 from ...data.cache import PackedDataset
 from ...data.loader import InMemoryLoader, to_float
 from ...errors import ConfigError
+from ...registry import Registry
 from ..distributed import sync_grads
 from .base import Trainer, register_trainer
 
-_BY_MODEL: dict[str, type[TranslationTrainer]] = {}
+# model name -> its trainer class (a TranslationTrainer subclass)
+BY_MODEL: Registry[type[TranslationTrainer]] = Registry("translation model")
 
 
 def translation_trainer(model_name: str):
     """Class decorator: the trainer for translation model `model_name`."""
-
-    def deco(cls: type[TranslationTrainer]) -> type[TranslationTrainer]:
-        _BY_MODEL[model_name] = cls
-        return cls
-
-    return deco
+    return BY_MODEL.register(model_name)
 
 
 @register_trainer("translation")
@@ -43,27 +40,19 @@ class TranslationTrainer(Trainer):
 
     def __new__(cls, model: nn.Module, config: Any, ctx: Any):
         if cls is TranslationTrainer:
-            name = getattr(model, "name", "")
-            if name not in _BY_MODEL:
-                known = ", ".join(sorted(_BY_MODEL)) or "(none)"
-                raise ConfigError(f"no translation trainer for model {name!r}; known: {known}")
-            cls = _BY_MODEL[name]
+            cls = cls.for_model(getattr(model, "name", ""))
         # Python then runs the subclass's __init__ (the result is an instance of cls).
         return super().__new__(cls)
+
+    @classmethod
+    def for_model(cls, model_name: str) -> type[Trainer]:
+        return BY_MODEL.get(model_name) if cls is TranslationTrainer else cls
 
     def __init__(self, model: nn.Module, config: Any, ctx: Any):
         super().__init__(model, config, ctx)
         if getattr(model.config, "channels", 3) != 3:
             raise ConfigError(f"{model.name}: training data is RGB, so the model needs "
                               f"channels=3 (got {model.config.channels})")
-        self.options: dict[str, Any] = {**getattr(model, "train_defaults", {}),
-                                        **(getattr(config, "trainer_options", None) or {})}
-
-    def option(self, key: str) -> Any:
-        try:
-            return self.options[key]
-        except KeyError:
-            raise ConfigError(f"{self.model.name}: missing training option {key!r}") from None
 
     def step_many(self, names: Iterable[str], loss: torch.Tensor,
                   params: dict[str, list[nn.Parameter]]) -> None:
