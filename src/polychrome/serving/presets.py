@@ -264,8 +264,9 @@ def probe(cfg: dict[str, Any], home: Path) -> dict[str, Any]:
     """Train `cfg` for PROBE_STEPS steps in a throwaway run dir; time them (this process)."""
     from ..training import TrainConfig, train
 
-    run_cfg = {**cfg, "steps": PROBE_STEPS, "sample_every": 0, "checkpoint_every": 0,
-               "eval_every": 0, "log_every": 1, "keep_last": 1, "name": None}
+    run_cfg = {**cfg, "steps": PROBE_STEPS, "sample_every": 0, "sample_every_s": 0,
+               "checkpoint_every": 0, "eval_every": 0, "log_every": 1, "keep_last": 1,
+               "name": None}  # no grids: only the steps are timed
     marks: list[tuple[int, float]] = []
     t0 = time.monotonic()
 
