@@ -46,10 +46,23 @@ def test_callbacks_stop_and_continue(tmp_path):
                    should_stop=should_stop)
     assert result.stopped and result.step == 2
     assert result.checkpoint.name == "step-000002"  # saved on stop, though checkpoint_every=0
-    assert [s for s, _, _ in seen[:2]] == [1, 2] and all(t == 10 for _, t, _ in seen)
-    assert {"loss_d", "loss_g"} <= set(seen[0][2])
-    done = train(resume=tmp_path / "run", packed=packed, tensorboard=False)
+    # the start (step and total before any step), then each logged step with its losses
+    assert [s for s, _, _ in seen[:3]] == [0, 1, 2] and all(t == 10 for _, t, _ in seen)
+    assert seen[0][2] == {} and {"loss_d", "loss_g"} <= set(seen[1][2])
+    resumed = []
+    done = train(resume=tmp_path / "run", packed=packed, tensorboard=False,
+                 on_progress=lambda s, t, logs: resumed.append(s))
     assert done.step == 10 and not done.stopped
+    assert resumed[0] == 2  # a resumed attempt starts from its checkpoint's step
+
+
+def test_a_job_hears_of_its_first_step_between_log_lines(tmp_path):
+    seen = []
+    cfg = tiny_config("dcgan", steps=6, checkpoint_every=0, sample_every=0, log_every=4)
+    train(cfg, packed=make_packed(), run_dir=tmp_path / "run", tensorboard=False,
+          on_progress=lambda s, t, logs: seen.append((s, bool(logs))))
+    # started, the first step (no losses yet), the log steps, the end
+    assert seen == [(0, False), (1, False), (4, True), (6, True), (6, True)]
 
 
 def test_periodic_evaluation_keeps_best_checkpoint(tmp_path):

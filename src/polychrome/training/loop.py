@@ -287,6 +287,8 @@ class _Run:
             self._sample(0)
         meter, lifetime = _Meter(), _Meter()
         stopped, first_step = False, self.step
+        if self.on_progress is not None and env.is_main:
+            self.on_progress(self.step, cfg.steps, {})  # started: the step count and total
         while self.step < cfg.steps:
             if self.should_stop is not None and ddp.broadcast_flag(
                     env.is_main and bool(self.should_stop()), env):
@@ -299,6 +301,8 @@ class _Run:
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                 means, steps, busy = meter.take()
                 self._log(ddp.mean_across_ranks(means, env), lrs, self._img_per_sec(steps, busy))
+            elif self.step == first_step + 1 and self.on_progress is not None and env.is_main:
+                self.on_progress(self.step, cfg.steps, {})  # a job shows its first step at once
             if self.monitor is not None:
                 self.monitor.advance(self.step, logs)
             self._periodic(self.step)
