@@ -1,7 +1,7 @@
 """Real-time style switching: a full restyle vs a switch on the cached content encoding.
 
     python benchmarks/style_switch.py [--model PATH_OR_NAME] [--resolutions 32 64]
-                                      [--reps 30] [--threads 2]
+                                      [--reps 30] [--threads 2] [--json OUT.json]
 
 Full restyle = decode a 256 px PNG (safe decoder) + resize to the model + G.encode +
 mapping F + G.decode, through `Restyler` with an empty content cache each time (what a
@@ -9,19 +9,22 @@ one-off `polychrome restyle` does per image). Switch = `Restyler.render` with an
 style on the cached content: F + G.decode only (what the live sliders do). Both include
 the pipeline's own overhead (recipe, metadata, uint8 conversion). Prints p50 of each and
 the ratio (and the ratio of the fastest runs, steadier on a shared machine). A randomly initialised default-size stargan is used unless --model is given
-(weights do not change the cost). Figures, not pass/fail.
+(weights do not change the cost). --json writes the run (command, commit, machine) and the
+figures (seconds). Figures, not pass/fail.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import statistics
 import tempfile
 import time
 
 import numpy as np
 import torch
+from common import run_facts
 from PIL import Image
 
 from polychrome.models import create_model
@@ -87,6 +90,7 @@ def main() -> None:
     ap.add_argument("--input-size", type=int, default=256, help="side of the input picture")
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", default=None, help="write the run and its figures here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     picture = _png(args.input_size)
@@ -94,6 +98,7 @@ def main() -> None:
           f"({len(picture)} bytes), p50 of {args.reps}")
     print(f"{'model':<28} {'full ms':>9} {'switch ms':>10} {'ratio':>7} {'encode ms':>10} "
           f"{'decode ms':>10} {'ratio of min':>13}")
+    rows = []
     with tempfile.TemporaryDirectory() as home:
         import os
 
@@ -116,6 +121,14 @@ def main() -> None:
             print(f"{label:<28} {r['full'] * 1e3:9.2f} {r['switch'] * 1e3:10.2f} "
                   f"{r['full'] / r['switch']:6.2f}x {r['encode'] * 1e3:10.2f} "
                   f"{r['decode'] * 1e3:10.2f} {r['ratio_min']:12.2f}x")
+            rows.append({"model": label, "p50_s": {k: r[k] for k in
+                                                    ("full", "switch", "encode", "decode")},
+                         "ratio_p50": r["full"] / r["switch"], "ratio_min": r["ratio_min"]})
+    if args.json:
+        report = {**run_facts(), "input_size": args.input_size, "reps": args.reps,
+                  "threads": args.threads, "png_bytes": len(picture), "runs": rows}
+        with open(args.json, "w") as f:
+            f.write(json.dumps(report, indent=2, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":
