@@ -48,7 +48,7 @@ authors; these weights were trained from scratch by Polychrome on 32 px renderin
 def _run_facts(run_dir: Path) -> dict:
     """Steps reached and wall-clock training time, read from the run's metrics.jsonl
     (each resumed segment restarts its clock, so segment times are summed)."""
-    last_step, total, seg_max, prev = 0, 0.0, 0.0, -1.0
+    last_step, total, seg_max, prev, segments = 0, 0.0, 0.0, -1.0, 1
     with open(run_dir / "metrics.jsonl") as f:
         for line in f:
             rec = json.loads(line)
@@ -57,8 +57,10 @@ def _run_facts(run_dir: Path) -> dict:
             if t < prev:  # a new segment (resume)
                 total += seg_max
                 seg_max = 0.0
+                segments += 1
             seg_max, prev = max(seg_max, t), t
-    return {"steps_logged": last_step, "train_seconds": round(total + seg_max, 1)}
+    return {"steps_logged": last_step, "train_seconds": round(total + seg_max, 1),
+            "segments": segments}
 
 
 def train_facts(run_dir: Path) -> dict:
@@ -69,7 +71,45 @@ def train_facts(run_dir: Path) -> dict:
     logged = _run_facts(run_dir)
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     return {"steps": logged["steps_logged"], "planned_steps": int(cfg["steps"]),
-            "minutes": logged["train_seconds"] / 60, "cfg": cfg}
+            "minutes": logged["train_seconds"] / 60, "segments": logged["segments"],
+            "cfg": cfg}
+
+
+def run_record(run_dir: Path, package_dir: Path) -> dict:
+    """What the docs may say of the run behind a bundled model, from the run's own files:
+    the packaged checkpoint's step (its config.json), the steps the run logged and planned
+    (metrics.jsonl, config.yaml), whether the packaged checkpoint completed the schedule,
+    the wall-clock time over its segments (resumes) and its seed. Runs do not record the
+    machine they ran on, so `machine` is None."""
+    facts = train_facts(run_dir)
+    spec = json.loads((package_dir / "config.json").read_text())
+    step = int(spec.get("meta", {}).get("step", facts["steps"]))
+    return {"run": run_dir.name, "checkpoint_step": step, "steps_logged": facts["steps"],
+            "planned_steps": facts["planned_steps"],
+            "completed": step >= facts["planned_steps"],
+            "wall_minutes": round(facts["minutes"], 1), "segments": facts["segments"],
+            "seed": facts["cfg"].get("seed"), "machine": None}
+
+
+def record(run_dirs: list[Path], out: Path, assets: Path = ASSETS) -> dict:
+    """docs/quality/training_runs.json: `run_record` of each run (keyed by the bundled
+    model named like the run dir), with the command and commit that wrote it. Runs already
+    recorded there and not given are kept."""
+    import datetime as dt
+    import shlex
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from common import git_commit
+
+    old = json.loads(out.read_text()) if out.is_file() else {}
+    runs = dict(old.get("runs", {}))
+    for run_dir in run_dirs:
+        runs[run_dir.name] = run_record(run_dir, assets / run_dir.name)
+    report = {"command": shlex.join(["python", *sys.argv]), **git_commit(),
+              "utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+              "runs": dict(sorted(runs.items()))}
+    out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    return report
 
 
 def schedule_status(step: int, planned: int) -> str:
@@ -207,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="the commands that made run NAME, for its card, when they were not "
                         "the single `polychrome train` the run's config implies (repeatable; "
                         "separate commands with ' && ')")
+    r = sub.add_parser("record", help="the runs' facts for the docs (training_runs.json)")
+    r.add_argument("run_dirs", nargs="+", type=Path)
+    r.add_argument("--json", type=Path, default=REPO / "docs" / "quality" / "training_runs.json")
     args = ap.parse_args(argv)
     if args.cmd == "package":
         recipes = {}
@@ -216,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
                 ap.error(f"--recipe wants NAME=COMMANDS, got {item!r}")
             recipes[name] = "\n".join(c.strip() for c in cmds.split(" && "))
         package(args.run_dirs, args.out, eval_n=args.eval_n, recipes=recipes)
+    elif args.cmd == "record":
+        record(args.run_dirs, args.json)
     return 0
 
 
