@@ -1,6 +1,7 @@
-"""benchmarks/load.py: its figures, README's block rendered from the committed JSON, and
-(slow) one short run end to end against a real server with a tiny bound. Figures from the
-short run mean nothing: only the script's mechanics and outputs are checked."""
+"""benchmarks/load.py: its figures, README's block (tests/test_docs_consistency.py checks
+README against the committed JSON), and (slow) one short run end to end against a real
+server with a tiny bound. Figures from the short run mean nothing: only the script's
+mechanics and outputs are checked."""
 
 from __future__ import annotations
 
@@ -14,8 +15,6 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import load  # noqa: E402
-
-COMMITTED = REPO / "docs" / "quality" / "load.json"
 
 
 def _run(clients: int, seconds: float, n_ok: int, n_shed: int = 0,
@@ -74,19 +73,6 @@ def test_outcomes_of_requests_without_an_answer():
     assert load.outcome(TimeoutError()) == "timeout"
     assert load.outcome(ConnectionRefusedError()) == "refused"
     assert load.outcome(ValueError("no Content-Length")) == "error"
-
-
-def test_readme_figures_are_the_committed_json_rendered():
-    """README's load block is benchmarks/load.py's JSON rendered, not typed."""
-    if not COMMITTED.exists():
-        pytest.skip("docs/quality/load.json is not there yet")
-    report = json.loads(COMMITTED.read_text())
-    assert report["command"] and report["commit"] and report["machine"]["cores"]
-    assert [r["clients"] for r in report["runs"]] == report["load"]["clients"]
-    readme = (REPO / "README.md").read_text()
-    assert load.readme_table(report) in readme, \
-        "README's load block differs from docs/quality/load.json: re-render it with " \
-        "benchmarks/load.py's readme_table()"
 
 
 @pytest.mark.slow

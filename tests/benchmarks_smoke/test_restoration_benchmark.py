@@ -120,16 +120,6 @@ def test_user_mistakes_are_one_line(setup, tmp_path, capsys):
     assert "train the bundled sr model first" in err[0] and "model for inpaint" in err[1]
 
 
-def test_readme_figures_are_the_committed_json_rendered():
-    """README's restoration table is benchmarks/restoration.py's JSON rendered, not typed."""
-    repo = BENCH.parent
-    report = json.loads((repo / "docs" / "quality" / "restoration.json").read_text())
-    table = restoration.readme_table(report)
-    readme = (repo / "README.md").read_text()
-    assert table in readme, "README's restoration table differs from docs/quality/" \
-                            "restoration.json: re-render it with readme_table()"
-
-
 def test_readme_table_renders_every_task(setup):
     out = setup["out"] / "readme"
     argv = ["--sr", str(setup["sr"]), "--inpaint", str(setup["inpaint"]),

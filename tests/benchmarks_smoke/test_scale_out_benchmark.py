@@ -1,6 +1,7 @@
-"""benchmarks/scale_out.py: its figures, README's block rendered from the committed JSON,
-and (slow, with PostgreSQL, redis-server and nginx) one short run end to end. Figures from
-the short run mean nothing: only the script's mechanics and outputs are checked."""
+"""benchmarks/scale_out.py: its figures, README's block (tests/test_docs_consistency.py
+checks README against the committed JSON), and (slow, with PostgreSQL, redis-server and
+nginx) one short run end to end. Figures from the short run mean nothing: only the
+script's mechanics and outputs are checked."""
 
 from __future__ import annotations
 
@@ -15,8 +16,6 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import scale_out  # noqa: E402
-
-COMMITTED = REPO / "docs" / "quality" / "scale_out.json"
 
 
 def _run(n: int, seconds: float, ports: list[int]) -> dict:
@@ -60,19 +59,6 @@ def test_summary_and_tables():
     assert text in updated and "old" not in updated and updated.endswith("after\n")
     with pytest.raises(scale_out.ConfigError):
         scale_out.update_readme("no block here", report)
-
-
-def test_readme_figures_are_the_committed_json_rendered():
-    """README's scale-out block is benchmarks/scale_out.py's JSON rendered, not typed."""
-    if not COMMITTED.exists():
-        pytest.skip("docs/quality/scale_out.json is not there yet")
-    report = json.loads(COMMITTED.read_text())
-    assert report["command"] and report["commit"] and report["machine"]["cores"]
-    assert set(report["configs"]) == {"1", "2"} and report["order"][:2] == [1, 2]
-    readme = (REPO / "README.md").read_text()
-    assert scale_out.readme_table(report) in readme, \
-        "README's scale-out block differs from docs/quality/scale_out.json: re-render it " \
-        "with benchmarks/scale_out.py's readme_table()"
 
 
 @pytest.mark.slow
