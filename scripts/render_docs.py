@@ -462,8 +462,17 @@ class Block:
         return "\n".join([self.begin(), "", *out, "", self.end()])
 
 
-def _card(name: str) -> Path:
-    return ASSETS / name / "card.md"
+def _seed_sources(model: str) -> str:
+    return "docs/quality/" + ", ".join(n for n, (m, _) in SEED_REPORTS.items() if m == model)
+
+
+# The blocks a card may hold (its script writes the markers): kind -> (sources, body).
+CARD_BLOCKS: dict[str, tuple[Callable[[str], str], Callable[[str], list[str]]]] = {
+    "run": (lambda name: "docs/quality/training_runs.json and config.json", card_run),
+    "metrics": (lambda name: "metrics.json", card_metrics),
+    "limits": (lambda name: "metrics.json", card_limits),
+    "seed-diversity": (_seed_sources, seed_lines),
+}
 
 
 def blocks() -> list[Block]:
@@ -489,21 +498,24 @@ def blocks() -> list[Block]:
               ", emoji-stargan's config.json", readme_recipes),
     ]
     for d in sorted(ASSETS.iterdir()):
-        if not (d / "card.md").is_file():
+        card = d / "card.md"
+        if not card.is_file():
             continue
-        name = d.name
-        out.append(Block(_card(name), "run", f"{q}training_runs.json and config.json",
-                         lambda name=name: card_run(name)))
-        if name in ("emoji-stylegan", "emoji-stargan"):
-            out.append(Block(_card(name), "metrics", "metrics.json",
-                             lambda name=name: card_metrics(name)))
-    out.append(Block(_card("emoji-stargan"), "limits", "metrics.json",
-                     lambda: card_limits("emoji-stargan")))
-    for model in ("emoji-stargan", "photo-styles"):
-        names = ", ".join(n for n, (m, _) in SEED_REPORTS.items() if m == model)
-        out.append(Block(_card(model), "seed-diversity", f"{q}{names}",
-                         lambda model=model: seed_lines(model)))
+        text = card.read_text()
+        if "<!-- run-figures:" not in text:
+            raise DocsError(f"{_rel(card)} has no run-figures block: the card must state its "
+                            "run from the record (scripts/render_docs.py card blocks)")
+        for kind, (sources, render) in CARD_BLOCKS.items():
+            if f"<!-- {kind}-figures:" in text:
+                out.append(Block(card, kind, sources(d.name),
+                                 lambda render=render, name=d.name: render(name)))
     return out
+
+
+def empty_block(name: str) -> str:
+    """A block's markers with nothing between them, for a card script to fill by rendering."""
+    return f"<!-- {name}-figures: rendered from (run scripts/render_docs.py) -->\n" \
+           f"<!-- /{name}-figures -->"
 
 
 def replace_block(text: str, block: Block, rendered: str) -> str:
@@ -529,6 +541,18 @@ def render_all(only: list[Block] | None = None) -> dict[Path, tuple[str, str, li
     return files
 
 
+def write(paths: list[Path] | None = None) -> list[Path]:
+    """Render the blocks of `paths` (default: every file) in place; returns those changed."""
+    want = None if paths is None else {Path(p).resolve() for p in paths}
+    only = [b for b in blocks() if want is None or b.path.resolve() in want]
+    changed = []
+    for p, (old, new, _) in render_all(only).items():
+        if new != old:
+            p.write_text(new)
+            changed.append(p)
+    return changed
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true",
@@ -545,10 +569,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{_rel(p)}: {', '.join(changed)} differ from their sources "
                   "(run python scripts/render_docs.py)", file=sys.stderr)
         return 1 if stale else 0
-    for p, (old, new, _) in files.items():
-        if new != old:
-            p.write_text(new)
-            print(f"rendered {_rel(p)}")
+    for p in write():
+        print(f"rendered {_rel(p)}")
     return 0
 
 

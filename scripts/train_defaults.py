@@ -37,6 +37,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 ASSETS = REPO / "src" / "polychrome" / "assets" / "models"
+QUALITY = REPO / "docs" / "quality"
 
 CREDITS = """\
 Training data: the emoji styles set built by `emoji_styles.py` from npm packages —
@@ -112,12 +113,6 @@ def record(run_dirs: list[Path], out: Path, assets: Path = ASSETS) -> dict:
     return report
 
 
-def schedule_status(step: int, planned: int) -> str:
-    """'its full schedule', or where the exported checkpoint stopped."""
-    return ("its full schedule" if step >= planned else
-            f"stopped at step {step} of a {planned}-step schedule")
-
-
 def export_run(run_dir: Path, dest: Path) -> None:
     """The run's EMA networks (latest checkpoint) into a package folder: config.json and
     model.safetensors (the card and metrics.json are written beside them afterwards)."""
@@ -146,24 +141,28 @@ def _baseline(model_dir: Path, tmp: Path) -> Path:
     return init.eval().save_pretrained(tmp / "init", modules=trained.loaded_modules)
 
 
-def _card(name: str, spec: dict, metrics: dict, facts: dict, run_cmd: str) -> str:
+def _card(name: str, spec: dict, metrics: dict, run_cmd: str) -> str:
+    """The card with empty figures blocks (run record, metrics, limitations): the caller
+    fills them with scripts/render_docs.py, from training_runs.json and metrics.json."""
+    from render_docs import SEED_REPORTS, empty_block  # this folder (scripts)
+
     meta = spec.get("meta", {})
+    limits = ["## Limitations", "", empty_block("limits"), ""] if _limitations(metrics) else []
+    if any(m == name for m, _ in SEED_REPORTS.values()):  # benchmarks/seed_diversity.py's
+        limits += ["## Seed diversity", "", empty_block("seed-diversity"), ""]
     lines = [f"# {name}", "",
              f"- architecture: `{spec['model']}` ({spec['family']})",
              f"- styles: {', '.join(meta.get('styles', []))}",
              f"- resolution: {spec['config']['resolution']} px",
              f"- dataset: {meta.get('dataset')} (train split; held-out emoji never seen)",
-             f"- checkpoint: step {meta.get('step')} of a {facts['planned_steps']}-step "
-             "schedule (EMA weights; the latest checkpoint when training was stopped)",
-             f"- training time: {facts['train_seconds'] / 60:.0f} min on a shared 2-core CPU",
+             empty_block("run"),
              "", "## Recipe", "", "```", run_cmd,
              f"python scripts/train_defaults.py package RUNS/{name}", "```", "",
              "## Measured metrics", "",
              "Offline evaluator (a compact network Polychrome trains on this dataset); these "
              "numbers compare across Polychrome runs on the same dataset version, not with "
              "papers (only the `inception` extractor does).", "",
-             "```json", json.dumps(metrics, indent=2, sort_keys=True), "```", "",
-             *_limitations(metrics), "## Credits", "", CREDITS, ""]
+             empty_block("metrics"), "", *limits, "## Credits", "", CREDITS, ""]
     return "\n".join(lines)
 
 
@@ -187,6 +186,16 @@ def _limitations(metrics: dict) -> list[str]:
                 "and line work still differ from the real drawings in the target style almost "
                 "as much as the source does.")
     return ["## Limitations", "", *out, ""] if out else []
+
+
+def fill_card(run_dir: Path, dest: Path) -> None:
+    """Record the run in docs/quality/training_runs.json (bundled models only) and render the
+    figures blocks of dest/card.md from the committed outputs (scripts/render_docs.py)."""
+    import render_docs  # this folder (scripts)
+
+    if dest.resolve().parent == ASSETS.resolve():
+        record([run_dir], QUALITY / "training_runs.json")
+    render_docs.write([dest / "card.md"])
 
 
 def package(run_dirs: list[Path], out_root: Path, *, eval_n: int,
@@ -216,7 +225,6 @@ def package(run_dirs: list[Path], out_root: Path, *, eval_n: int,
                 metrics = {"extractor": res["extractor"], "n": eval_n, **res["metrics"],
                            "at_initialisation": init["metrics"]}
             print(f"{name}: measured in {time.time() - t0:.0f} s: {json.dumps(metrics)}")
-            facts = _run_facts(run_dir)
             dest = out_root / name
             if dest.exists():
                 shutil.rmtree(dest)
@@ -229,8 +237,8 @@ def package(run_dirs: list[Path], out_root: Path, *, eval_n: int,
                 f"scripts/defaults/{name}.yaml --steps {cfg['steps']} "
                 f"--resolution {spec['config']['resolution']} --seed {cfg['seed']} "
                 f"--run-dir RUNS/{name} --name {name}")
-            facts["planned_steps"] = int(cfg["steps"])
-            (dest / "card.md").write_text(_card(name, spec, metrics, facts, run_cmd))
+            (dest / "card.md").write_text(_card(name, spec, metrics, run_cmd))
+            fill_card(run_dir, dest)
             size = sum(p.stat().st_size for p in dest.iterdir()) / 1e6
             print(f"{name}: wrote {dest} ({size:.1f} MB)")
 
@@ -249,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                         "separate commands with ' && ')")
     r = sub.add_parser("record", help="the runs' facts for the docs (training_runs.json)")
     r.add_argument("run_dirs", nargs="+", type=Path)
-    r.add_argument("--json", type=Path, default=REPO / "docs" / "quality" / "training_runs.json")
+    r.add_argument("--json", type=Path, default=QUALITY / "training_runs.json")
     args = ap.parse_args(argv)
     if args.cmd == "package":
         recipes = {}

@@ -29,7 +29,8 @@ import json
 import sys
 from pathlib import Path
 
-from train_defaults import export_run, schedule_status, train_facts  # this folder (scripts)
+from render_docs import empty_block  # this folder (scripts)
+from train_defaults import export_run, fill_card, train_facts
 
 REPO = Path(__file__).resolve().parent.parent
 DEST = REPO / "src" / "polychrome" / "assets" / "models" / "photo-styles"
@@ -69,8 +70,6 @@ def card(run_dir: Path, dest: Path, credits: Path | None) -> None:
     (dest / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     cfg = spec["config"]
     meta = spec.get("meta", {})
-    step = int(meta.get("step", facts["steps"]))
-    status = schedule_status(step, facts["planned_steps"])
     gan, ct, ident = overall["GAN"], overall.get("colour transfer", {}), overall["identity"]
     lines = [
         "# photo-styles", "",
@@ -82,9 +81,7 @@ def card(run_dir: Path, dest: Path, credits: Path | None) -> None:
         f"shorter side of {facts['scale'][0]}-{facts['scale'][1]} px; runs fully "
         "convolutionally on the whole picture (tiled above the memory budget)",
         f"- dataset: {meta.get('dataset')} (train split; the held-out pictures were never seen)",
-        f"- checkpoint: step {meta.get('step')} (EMA weights), {status}; "
-        f"{facts['minutes']:.0f} minutes of wall-clock training on a shared 2-core CPU "
-        f"(seed {facts['seed']}; times from the run's metrics.jsonl)",
+        empty_block("run"),
         "", "## Recipe", "", "See `scripts/train_photo_styles.py` (data, import, train, "
         "export, measure, this card).", "",
         "## Measured", "",
@@ -107,7 +104,8 @@ def card(run_dir: Path, dest: Path, credits: Path | None) -> None:
                  if metrics["tiled_vs_whole_psnr_db"] else "") + ".", ""]
     weak = [f"{t} ({_pct(r['accuracy'])})" for t, r in quality.get("real", {}).items()
             if r.get("accuracy") is not None and r["accuracy"] < 0.5]
-    lines += ["## Limitations", "",
+    lines += ["## Seed diversity", "", empty_block("seed-diversity"), "",
+              "## Limitations", "",
               f"- The classifier that measures style accuracy recognises the style of "
               f"held-out crops {quality['evaluator'].get('val_style_accuracy', 0):.0%} of the "
               "time, so the figures are coarse.",
@@ -120,6 +118,7 @@ def card(run_dir: Path, dest: Path, credits: Path | None) -> None:
         text = credits.read_text().strip().replace("\n## ", "\n#### ").replace("# ", "### ", 1)
         lines += ["## Training data and credits", "", text, ""]
     (dest / "card.md").write_text("\n".join(lines))
+    fill_card(run_dir, dest)  # the run and seed-diversity blocks, from their records
     print(f"wrote {dest / 'card.md'} and metrics.json")
 
 

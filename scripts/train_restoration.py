@@ -42,7 +42,8 @@ import json
 import sys
 from pathlib import Path
 
-from train_defaults import export_run, schedule_status, train_facts  # this folder (scripts)
+from render_docs import empty_block  # this folder (scripts)
+from train_defaults import export_run, fill_card, train_facts
 
 REPO = Path(__file__).resolve().parent.parent
 ASSETS = REPO / "src" / "polychrome" / "assets" / "models"
@@ -158,8 +159,6 @@ def card(run_dir: Path, dest: Path, quality_path: Path, credits: Path | None) ->
     task = cfg["task"]
     res = report["tasks"][task]
     facts = train_facts(run_dir)
-    step = int(meta.get("step", facts["steps"]))
-    status = schedule_status(step, facts["planned_steps"])
     quality, figures = _quality_lines(task, res, report)
     speed = [r for r in report.get("speed") or [] if r["task"] == task]
     metrics = {
@@ -190,9 +189,7 @@ def card(run_dir: Path, dest: Path, quality_path: Path, credits: Path | None) ->
         + (f"; inputs degraded '{opts['degrade']}'" if task == "sr" and "degrade" in opts
            else ""),
         f"- trained on {how}; dataset {meta.get('dataset')}",
-        f"- checkpoint: step {step} (EMA weights), {status}; {facts['minutes']:.0f} minutes of "
-        "wall-clock training on a shared 2-core CPU, beside other runs (times from the "
-        "run's metrics.jsonl)", "",
+        empty_block("run"), "",
         "## Recipe", "", "`scripts/train_restoration.py` (data, import, train, export, measure, "
         "this card).", "",
         "## Measured (benchmarks/restoration.py)", "", *quality, ""]
@@ -203,7 +200,7 @@ def card(run_dir: Path, dest: Path, quality_path: Path, credits: Path | None) ->
                   + ", ".join(f"{('x' + str(r['scale'])) if task == 'sr' else task} "
                               f"{r['p50_s']:.2f} s" for r in speed) + ".", ""]
     lines += ["## Limitations", "", *_task_limits(task, res),
-              f"- Trained from scratch for {facts['minutes']:.0f} minutes on "
+              "- Trained from scratch on "
               f"{'28 photographs' if 'photo' in str(meta.get('dataset')) else 'one data set'}; "
               "textures it never saw come out smooth.",
               *(["- Held-out pictures are the data set's held-out split (whole emoji of the "
@@ -220,6 +217,7 @@ def card(run_dir: Path, dest: Path, quality_path: Path, credits: Path | None) ->
         text = text.replace("\n## ", "\n#### ").replace("# ", "### ", 1)
         lines += ["## Training data and credits", "", text, ""]
     (dest / "card.md").write_text("\n".join(lines))
+    fill_card(run_dir, dest)  # the run block, from the run's record
     print(f"wrote {dest / 'card.md'} and metrics.json")
 
 

@@ -32,7 +32,7 @@ def test_every_source_names_its_run():
         assert report["command"].startswith("python benchmarks/"), name
         assert report["commit"] and report["machine"]["cores"] >= 1, name
     runs = render_docs.quality("training_runs.json")
-    assert runs["command"].startswith("python scripts/train_defaults.py record") and \
+    assert runs["command"].startswith("python scripts/") and \
         runs["commit"]
     for name, rec in runs["runs"].items():
         step = render_docs.model_config(name)["meta"]["step"]
@@ -83,3 +83,20 @@ def test_metrics_render_every_key_generically():
     lines = render_docs.card_metrics("emoji-stylegan")
     keys = {k for k, _ in render_docs.flatten(render_docs.model_metrics("emoji-stylegan"))}
     assert len(lines) == 2 + len(keys) and all(f"| {k} |" in "\n".join(lines) for k in keys)
+
+
+def test_a_card_must_state_its_run(tmp_path, monkeypatch):
+    """A bundled card without its run block (a hand-written run claim instead) is refused."""
+    for d in render_docs.ASSETS.iterdir():
+        if (d / "card.md").is_file():
+            (tmp_path / d.name).mkdir()
+            for f in ("card.md", "config.json", "metrics.json"):
+                shutil.copy2(d / f, tmp_path / d.name / f)
+    card = tmp_path / "emoji-stylegan" / "card.md"
+    text = card.read_text()
+    start, end = text.index("<!-- run-figures:"), text.index("<!-- /run-figures -->")
+    card.write_text(text[:start] + "- training time: 76 min on a shared 2-core CPU"
+                    + text[end + len("<!-- /run-figures -->"):])
+    monkeypatch.setattr(render_docs, "ASSETS", tmp_path)
+    with pytest.raises(render_docs.DocsError, match="emoji-stylegan/card.md has no run-figures"):
+        render_docs.blocks()
