@@ -168,10 +168,33 @@ def card_metrics(name: str) -> list[str]:
     return ["| metric | value |", "|---|---|", *(f"| {k} | {_value(v)} |" for k, v in rows)]
 
 
-def card_limits(name: str) -> list[str]:
-    from train_defaults import _limitations
+def _card_script(name: str) -> Any:
+    """The script that writes this bundled model's card (its family's recipe)."""
+    spec = model_config(name)
+    if spec.get("family") == "restoration":
+        import train_restoration
 
-    lines = _limitations(model_metrics(name))
+        return train_restoration
+    if spec.get("meta", {}).get("fit") == "crops":
+        import train_photo_styles
+
+        return train_photo_styles
+    import train_defaults
+
+    return train_defaults
+
+
+def card_measured(name: str) -> list[str]:
+    """The measured figures of a restoration or photo-styles card (its script's renderer)."""
+    return _card_script(name).measured_lines(ASSETS / name)
+
+
+def card_limits(name: str) -> list[str]:
+    """What the figures say the model does not do (its script's renderer)."""
+    script = _card_script(name)
+    if hasattr(script, "limit_lines"):
+        return script.limit_lines(ASSETS / name)
+    lines = script._limitations(model_metrics(name))
     return [ln for ln in lines if ln.startswith("- ")] or ["- None read off the metrics."]
 
 
@@ -470,7 +493,8 @@ def _seed_sources(model: str) -> str:
 CARD_BLOCKS: dict[str, tuple[Callable[[str], str], Callable[[str], list[str]]]] = {
     "run": (lambda name: "docs/quality/training_runs.json and config.json", card_run),
     "metrics": (lambda name: "metrics.json", card_metrics),
-    "limits": (lambda name: "metrics.json", card_limits),
+    "measured": (lambda name: "docs/quality/ (the JSON its metrics.json names)", card_measured),
+    "limits": (lambda name: "metrics.json and docs/quality/", card_limits),
     "seed-diversity": (_seed_sources, seed_lines),
 }
 

@@ -48,11 +48,10 @@ def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.0%}"
 
 
-def card(run_dir: Path, dest: Path, credits: Path | None) -> None:
+def _figures() -> tuple[dict, dict, dict]:
+    """(photo_quality.json, native_size.json, the card's metrics.json) from the benchmarks."""
     quality = json.loads((QUALITY / "photo_quality.json").read_text())
     speed = json.loads((QUALITY / "native_size.json").read_text())
-    spec = json.loads((dest / "config.json").read_text())
-    facts = _train_facts(run_dir)
     overall = quality["summary"]["overall"]
     timing = {f"{r['megapixels']:g} MP": r["p50_s"] for r in speed.get("timing", [])}
     psnr = [r for r in speed.get("psnr", []) if r.get("stats") == "whole"]
@@ -67,10 +66,56 @@ def card(run_dir: Path, dest: Path, credits: Path | None) -> None:
         "peak_rss_mib_12mp": (speed.get("rss") or {}).get("restyle_mib"),
         "tiled_vs_whole_psnr_db": psnr[0]["psnr_db"] if psnr else None,
     }
+    return quality, speed, metrics
+
+
+def measured_lines(model_dir: Path | None = None) -> list[str]:
+    """The card's measured figures: style accuracy and content kept, speed and memory."""
+    quality, speed, metrics = _figures()
+    overall = quality["summary"]["overall"]
+    gan, ct, ident = overall["GAN"], overall.get("colour transfer", {}), overall["identity"]
+    lines = [
+        f"On {gan['n']} held-out (picture, target style) pairs, by `benchmarks/photo_quality.py` "
+        "(style accuracy: an offline classifier trained on crops of the training split; "
+        "content: SSIM of the luminance between input and output):", "",
+        "| method | style accuracy | SSIM (luma) |", "|---|---|---|",
+        f"| photo-styles | {_pct(gan['style_accuracy'])} | {gan['ssim']:.3f} |",
+    ]
+    if ct:
+        lines.append(f"| colour transfer (Reinhard) | {_pct(ct['style_accuracy'])} | "
+                     f"{ct['ssim']:.3f} |")
+    return [*lines, f"| identity | {_pct(ident['style_accuracy'])} | {ident['ssim']:.3f} |", "",
+            "Speed and memory by `benchmarks/native_size.py` "
+            f"({speed['machine']['threads']} threads, {speed['machine']['cpu']}): p50 "
+            + ", ".join(f"{k} {v:.2f} s" for k, v in metrics["p50_seconds"].items())
+            + (f"; peak RSS restyling 4000 x 3000: {metrics['peak_rss_mib_12mp']:.0f} MiB"
+               if metrics["peak_rss_mib_12mp"] else "")
+            + (f"; tiled vs whole PSNR {metrics['tiled_vs_whole_psnr_db']:.1f} dB"
+               if metrics["tiled_vs_whole_psnr_db"] else "") + "."]
+
+
+def limit_lines(model_dir: Path | None = None) -> list[str]:
+    """What the instrument and the figures say the model does not do."""
+    quality, _, _ = _figures()
+    weak = [f"{t} ({_pct(r['accuracy'])})" for t, r in quality.get("real", {}).items()
+            if r.get("accuracy") is not None and r["accuracy"] < 0.5]
+    return [f"- The classifier that measures style accuracy recognises the style of "
+            f"held-out crops {quality['evaluator'].get('val_style_accuracy', 0):.0%} of the "
+            "time, so the figures are coarse.",
+            f"- Styles it cannot recognise on real held-out pictures of the style itself: "
+            f"{', '.join(weak) if weak else 'none'}; translations into them are not measured "
+            "by it." if weak else "- Every style is recognised on real held-out pictures.",
+            "- The styles it draws are mild: content is kept (high SSIM) and the colours and "
+            "textures move toward the target, but a photo does not become a drawing."]
+
+
+def card(run_dir: Path, dest: Path, credits: Path | None) -> None:
+    _, _, metrics = _figures()
+    spec = json.loads((dest / "config.json").read_text())
+    facts = _train_facts(run_dir)
     (dest / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     cfg = spec["config"]
     meta = spec.get("meta", {})
-    gan, ct, ident = overall["GAN"], overall.get("colour transfer", {}), overall["identity"]
     lines = [
         "# photo-styles", "",
         "Restyles a photograph (or any picture) at its own size into one of "
@@ -84,41 +129,14 @@ def card(run_dir: Path, dest: Path, credits: Path | None) -> None:
         empty_block("run"),
         "", "## Recipe", "", "See `scripts/train_photo_styles.py` (data, import, train, "
         "export, measure, this card).", "",
-        "## Measured", "",
-        f"On {gan['n']} held-out (picture, target style) pairs, by `benchmarks/photo_quality.py` "
-        "(style accuracy: an offline classifier trained on crops of the training split; "
-        "content: SSIM of the luminance between input and output):", "",
-        "| method | style accuracy | SSIM (luma) |", "|---|---|---|",
-        f"| photo-styles | {_pct(gan['style_accuracy'])} | {gan['ssim']:.3f} |",
-    ]
-    if ct:
-        lines.append(f"| colour transfer (Reinhard) | {_pct(ct['style_accuracy'])} | "
-                     f"{ct['ssim']:.3f} |")
-    lines += [f"| identity | {_pct(ident['style_accuracy'])} | {ident['ssim']:.3f} |", "",
-              "Speed and memory by `benchmarks/native_size.py` "
-              f"({speed['machine']['threads']} threads, {speed['machine']['cpu']}): p50 "
-              + ", ".join(f"{k} {v:.2f} s" for k, v in timing.items())
-              + (f"; peak RSS restyling 4000 x 3000: {metrics['peak_rss_mib_12mp']:.0f} MiB"
-                 if metrics["peak_rss_mib_12mp"] else "")
-              + (f"; tiled vs whole PSNR {metrics['tiled_vs_whole_psnr_db']:.1f} dB"
-                 if metrics["tiled_vs_whole_psnr_db"] else "") + ".", ""]
-    weak = [f"{t} ({_pct(r['accuracy'])})" for t, r in quality.get("real", {}).items()
-            if r.get("accuracy") is not None and r["accuracy"] < 0.5]
-    lines += ["## Seed diversity", "", empty_block("seed-diversity"), "",
-              "## Limitations", "",
-              f"- The classifier that measures style accuracy recognises the style of "
-              f"held-out crops {quality['evaluator'].get('val_style_accuracy', 0):.0%} of the "
-              "time, so the figures are coarse.",
-              f"- Styles it cannot recognise on real held-out pictures of the style itself: "
-              f"{', '.join(weak) if weak else 'none'}; translations into them are not measured "
-              "by it." if weak else "- Every style is recognised on real held-out pictures.",
-              "- The styles it draws are mild: content is kept (high SSIM) and the colours and "
-              "textures move toward the target, but a photo does not become a drawing.", ""]
+        "## Measured", "", empty_block("measured"), "",
+        "## Seed diversity", "", empty_block("seed-diversity"), "",
+        "## Limitations", "", empty_block("limits"), ""]
     if credits is not None and credits.is_file():
         text = credits.read_text().strip().replace("\n## ", "\n#### ").replace("# ", "### ", 1)
         lines += ["## Training data and credits", "", text, ""]
     (dest / "card.md").write_text("\n".join(lines))
-    fill_card(run_dir, dest)  # the run and seed-diversity blocks, from their records
+    fill_card(run_dir, dest)  # the figures blocks: run, measured, seed diversity, limits
     print(f"wrote {dest / 'card.md'} and metrics.json")
 
 

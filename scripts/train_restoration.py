@@ -152,6 +152,44 @@ def _task_limits(task: str, res: dict) -> list[str]:
     return out
 
 
+def _card_report(model_dir: Path) -> tuple[Path, dict, str, dict]:
+    """(quality JSON path, its report, the model's task, the model's config.json meta), from
+    the benchmark JSON its metrics.json names."""
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    quality_path = REPO / str(metrics["source"]).split("(", 1)[1].rstrip(")")
+    spec = json.loads((model_dir / "config.json").read_text())
+    return quality_path, json.loads(quality_path.read_text()), spec["config"]["task"], \
+        spec.get("meta", {})
+
+
+def measured_lines(model_dir: Path) -> list[str]:
+    """The card's measured figures (quality against the baselines, goals, speed)."""
+    quality_path, report, task, _ = _card_report(model_dir)
+    lines, _ = _quality_lines(task, report["tasks"][task], report)
+    speed = [r for r in report.get("speed") or [] if r["task"] == task]
+    if speed:
+        m = report["machine"]
+        lines += ["", f"Speed, decode + restore + PNG encode of a ~1 megapixel result, p50 of "
+                  f"{speed[0]['repeats']} runs on {m['cpu']} ({m['threads']} threads): "
+                  + ", ".join(f"{('x' + str(r['scale'])) if task == 'sr' else task} "
+                              f"{r['p50_s']:.2f} s" for r in speed) + "."]
+    return lines
+
+
+def limit_lines(model_dir: Path) -> list[str]:
+    """What the measured figures say the model does not do, and what they rest on."""
+    quality_path, report, task, meta = _card_report(model_dir)
+    return [*_task_limits(task, report["tasks"][task]),
+            "- Trained from scratch on "
+            f"{'28 photographs' if 'photo' in str(meta.get('dataset')) else 'one data set'}; "
+            "textures it never saw come out smooth.",
+            *(["- Held-out pictures are the data set's held-out split (whole emoji of the "
+               "same five styles), so the figures say how it enlarges emoji, not photos."]
+              if "emoji" in str(meta.get("dataset")) else []),
+            f"- {report['n_photos']} held-out pictures (per-picture figures in "
+            f"{quality_path.with_suffix('.md').relative_to(REPO)})."]
+
+
 def card(run_dir: Path, dest: Path, quality_path: Path, credits: Path | None) -> None:
     report = json.loads(quality_path.read_text())
     spec = json.loads((dest / "config.json").read_text())
@@ -159,7 +197,7 @@ def card(run_dir: Path, dest: Path, quality_path: Path, credits: Path | None) ->
     task = cfg["task"]
     res = report["tasks"][task]
     facts = train_facts(run_dir)
-    quality, figures = _quality_lines(task, res, report)
+    _, figures = _quality_lines(task, res, report)
     speed = [r for r in report.get("speed") or [] if r["task"] == task]
     metrics = {
         "source": f"benchmarks/restoration.py ({quality_path.relative_to(REPO)})",
@@ -192,22 +230,8 @@ def card(run_dir: Path, dest: Path, quality_path: Path, credits: Path | None) ->
         empty_block("run"), "",
         "## Recipe", "", "`scripts/train_restoration.py` (data, import, train, export, measure, "
         "this card).", "",
-        "## Measured (benchmarks/restoration.py)", "", *quality, ""]
-    if speed:
-        m = report["machine"]
-        lines += [f"Speed, decode + restore + PNG encode of a ~1 megapixel result, p50 of "
-                  f"{speed[0]['repeats']} runs on {m['cpu']} ({m['threads']} threads): "
-                  + ", ".join(f"{('x' + str(r['scale'])) if task == 'sr' else task} "
-                              f"{r['p50_s']:.2f} s" for r in speed) + ".", ""]
-    lines += ["## Limitations", "", *_task_limits(task, res),
-              "- Trained from scratch on "
-              f"{'28 photographs' if 'photo' in str(meta.get('dataset')) else 'one data set'}; "
-              "textures it never saw come out smooth.",
-              *(["- Held-out pictures are the data set's held-out split (whole emoji of the "
-                 "same five styles), so the figures say how it enlarges emoji, not photos."]
-                if "emoji" in str(meta.get("dataset")) else []),
-              f"- {report['n_photos']} held-out pictures (per-picture figures in "
-              f"{quality_path.with_suffix('.md').relative_to(REPO)}).", ""]
+        "## Measured (benchmarks/restoration.py)", "", empty_block("measured"), "",
+        "## Limitations", "", empty_block("limits"), ""]
     text = None
     if credits is not None and credits.is_file():
         text = credits.read_text().strip()
@@ -217,7 +241,7 @@ def card(run_dir: Path, dest: Path, quality_path: Path, credits: Path | None) ->
         text = text.replace("\n## ", "\n#### ").replace("# ", "### ", 1)
         lines += ["## Training data and credits", "", text, ""]
     (dest / "card.md").write_text("\n".join(lines))
-    fill_card(run_dir, dest)  # the run block, from the run's record
+    fill_card(run_dir, dest)  # the figures blocks: run record, measured, limits
     print(f"wrote {dest / 'card.md'} and metrics.json")
 
 
