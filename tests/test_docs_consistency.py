@@ -100,3 +100,15 @@ def test_a_card_must_state_its_run(tmp_path, monkeypatch):
     monkeypatch.setattr(render_docs, "ASSETS", tmp_path)
     with pytest.raises(render_docs.DocsError, match="emoji-stylegan/card.md has no run-figures"):
         render_docs.blocks()
+
+
+def test_cards_read_without_their_markers():
+    """The CLI and the page show a bundled card without the marker comments, figures kept."""
+    from polychrome.persistence.models import card_for_reading
+
+    for card in render_docs.ASSETS.glob("*/card.md"):
+        text = card.read_text()
+        shown = card_for_reading(text)
+        assert "<!--" not in shown and "-figures" not in shown, card.parent.name
+        kept = [ln for ln in text.splitlines() if ln and not ln.startswith("<!--")]
+        assert [ln for ln in shown.splitlines() if ln] == kept, card.parent.name

@@ -411,11 +411,22 @@ def restoration_models() -> list[dict]:
     return out
 
 
+# A shipped card's figures sit between marker comments that scripts/render_docs.py renders
+# from committed outputs; a reader (CLI, page) gets the card without them.
+_FIGURES_BEGIN = re.compile(r"^<!-- [a-z0-9-]+-figures: [^\n]*-->\n\n?", re.M)
+_FIGURES_END = re.compile(r"\n?^<!-- /[a-z0-9-]+-figures -->\n", re.M)
+
+
+def card_for_reading(text: str) -> str:
+    """A card as people read it: the figures blocks' marker comments left out."""
+    return _FIGURES_END.sub("", _FIGURES_BEGIN.sub("", text))
+
+
 def _card_text(row: ModelVersion) -> str:
     path = _abs_path(row)
     card = path / CARD_NAME
     if card.is_file():  # bundled models ship their own card
-        return card.read_text()
+        return card_for_reading(card.read_text())
     try:
         spec = _read_config(path)
     except ModelError as e:
