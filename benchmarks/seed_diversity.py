@@ -6,8 +6,8 @@
 The page's "Make variations" restyles one picture into one style with seeds 0, 1, 2, 3
 (`restyle(model, picture, style=S, seed=0, variations=4)`, latent-guided). This script
 does exactly that for --n held-out pictures of DATASET (its fixed held-out split, file
-stems the model never trained on; at most --n, taken in file order) and every style of
-the model, then measures, on the outputs as the pipeline returns them (uint8 RGB):
+stems the model never trained on; at most --n, spread evenly over the split's file order,
+so every style folder is represented) and every style of the model, then measures, on the outputs as the pipeline returns them (uint8 RGB):
 
 - seeds: the mean over all (picture, style) of the mean over seed pairs of the pixel L1
   (0..1) and of 1 - SSIM of the luma (BT.601, Gaussian window 11 px), between two seeds'
@@ -93,6 +93,13 @@ def measure(model: Any, pictures: list[tuple[str, np.ndarray]], *, seeds: int,
                           for s, d in per_style.items()}}
 
 
+def spread(items: list[Any], n: int) -> list[Any]:
+    """At most `n` of `items`, evenly spaced over the list (first one included)."""
+    if len(items) <= n:
+        return list(items)
+    return [items[i * len(items) // n] for i in range(n)]
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help="a registered translator or a model dir")
@@ -118,7 +125,7 @@ def _main(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     dataset_dir = resolve_dataset_dir(args.dataset)
     ds_name, ds_version = dataset_identity(dataset_dir)
-    pictures = dataset_pictures(dataset_dir, "heldout")[:args.n]
+    pictures = spread(dataset_pictures(dataset_dir, "heldout"), args.n)
     if not pictures:
         raise ConfigError(f"{args.dataset} has no held-out pictures")
     t0 = time.perf_counter()

@@ -40,6 +40,11 @@ def test_distances():
     assert 0 < l1 < 1 and 0 < dssim <= 2
 
 
+def test_spread_covers_the_whole_split():
+    assert seed_diversity.spread(list(range(10)), 4) == [0, 2, 5, 7]
+    assert seed_diversity.spread(list(range(3)), 4) == [0, 1, 2]
+
+
 def test_measure_reports_seeds_against_styles(model):
     rng = np.random.default_rng(1)
     pictures = [(f"p{i}.png", rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
