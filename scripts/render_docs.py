@@ -218,6 +218,7 @@ def seed_sentence(report: dict[str, Any], what: str, source: str) -> str:
 
 SEED_REPORTS = {  # file under docs/quality/ -> (model, what its pictures are)
     "seed_diversity.json": ("emoji-stargan", "emoji"),
+    "seed_diversity_emoji_other.json": ("emoji-stargan", "pictures (not emoji)"),
     "seed_diversity_photo.json": ("photo-styles", "pictures"),
 }
 

@@ -27,7 +27,8 @@ def test_every_source_names_its_run():
     """Each benchmark JSON a block renders says what made it (command, commit, machine)."""
     for name in ("restoration.json", "load.json", "scale_out.json", "photo_quality.json",
                  "native_size.json", "emoji_sr.json", "style_switch.json",
-                 "seed_diversity.json", "seed_diversity_photo.json"):
+                 "seed_diversity.json", "seed_diversity_emoji_other.json",
+                 "seed_diversity_photo.json"):
         report = render_docs.quality(name)
         assert report["command"].startswith("python benchmarks/"), name
         assert report["commit"] and report["machine"]["cores"] >= 1, name
