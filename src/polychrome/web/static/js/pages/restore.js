@@ -103,8 +103,9 @@ export function mount(root, params) {
     try { models.push(...(await listModels())); } catch (e) { showError(modelErr, e); return; }
     const wanted = params.get("model");
     const m = wanted && models.find((x) => x.name === wanted && x.family === "restoration");
-    if (m) {
-      const t = TASKS.find((x) => fits(x)(m));
+    if (m) { // the task asked for when this model does it (an sr model may do x2 and x4)
+      const asked = TASKS.find((x) => x.value === params.get("task"));
+      const t = asked && fits(asked)(m) ? asked : TASKS.find((x) => fits(x)(m));
       if (t) taskSel.value = t.value;
     } else if (TASKS.some((t) => t.value === params.get("task"))) {
       taskSel.value = params.get("task");
