@@ -152,7 +152,6 @@ def test_every_nav_link_is_on_a_phone_screen(page, live):
     try:
         _go(page, live, "create")
         links = page.locator("nav a[data-page]")
-        assert links.count() == 9
         for link in links.all():
             name = link.inner_text()
             box = link.bounding_box()
@@ -162,6 +161,7 @@ def test_every_nav_link_is_on_a_phone_screen(page, live):
             hit = page.evaluate("([x, y]) => document.elementFromPoint(x, y)?.textContent",
                                 [box["x"] + box["width"] / 2, box["y"] + box["height"] / 2])
             assert hit == name, (name, hit)
+        assert links.count() == 9  # every page, PNG info included
         shot(page, "nav-phone")
         page.get_by_role("link", name="Models").click()
         from playwright.sync_api import expect
@@ -276,6 +276,24 @@ def test_png_info_opens_a_blend_on_blend(page, live, tmp_path):
                                   ".then(b => Array.from(new Uint8Array(b)))"))
     with Image.open(io.BytesIO(shown)) as a, Image.open(png) as b:
         assert np.array_equal(np.asarray(a.convert("RGB")), np.asarray(b.convert("RGB")))
+
+
+def test_the_gallery_opens_a_picture_on_its_page_with_the_form_filled(page, live):
+    from playwright.sync_api import expect
+
+    with live.client() as c:
+        r = c.post("/api/mix", json={"model": "dc", "weights": {"outline": 0.4, "shadow": 0.6},
+                                     "seed": 17, "save": True})
+        assert r.status_code == 200, r.text
+        image_id = r.headers["x-polychrome-image-id"]
+    _go(page, live, "gallery")
+    page.locator(f"button.thumb[data-id='{image_id}']").click()
+    page.get_by_role("dialog").get_by_role("button", name="Open in Blend").click()
+    expect(page.get_by_role("heading", name="Blend", level=1)).to_be_visible()
+    expect(page.get_by_label("shadow", exact=True)).to_have_value("0.6")
+    expect(page.get_by_label("outline", exact=True)).to_have_value("0.4")
+    expect(page.get_by_label("flat", exact=True)).to_have_value("0")
+    expect(page.get_by_label("Seed", exact=True)).to_have_value("17")
 
 
 def test_png_info_opens_a_restored_picture_on_restore(page, live, tmp_path):
