@@ -220,13 +220,13 @@ export function mount(root, params) {
 
     function describe() {
       const total = planned();
-      const steps = total ? `${total.toLocaleString()} steps` : "its steps";
       const s = cur.state;
       if (s === "queued") {
         const waited = since(cur.created);
         stateLine.textContent = "State: queued, waiting for a free worker" + (waited !== null ? ` (${formatDuration(waited)} so far)` : "") + ".";
-        eta.textContent = `Queued · 0 / ${total.toLocaleString()} steps · ` + (estimatedRate
-          ? `about ${formatDuration(total / estimatedRate)} once it starts (${perStep(estimatedRate)}, measured on this machine)`
+        const left = Math.max(0, total - (cur.step || 0)); // a retried job resumes where it stopped
+        eta.textContent = `Queued · ${(cur.step || 0).toLocaleString()} / ${total.toLocaleString()} steps · ` + (estimatedRate
+          ? `about ${formatDuration(left / estimatedRate)} once it starts (${perStep(estimatedRate)}, measured on this machine)`
           : "rate and time left once it starts");
         return;
       }
