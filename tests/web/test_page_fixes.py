@@ -193,6 +193,14 @@ def test_a_rejected_upload_leaves_no_broken_picture(page, live, tmp_path):
         timeout=TIMEOUT_MS)
     assert before.evaluate("img => img.complete && img.naturalWidth") == 32
 
+    # Restore: the server's refusal, and the picture off the screen
+    _go(page, live, "restore")
+    page.get_by_label(re.compile("Drop a picture here")).set_input_files(bad)
+    page.get_by_role("button", name="Restore", exact=True).click()
+    expect(page.get_by_role("alert").filter(has_text="broken.png")).to_be_visible(
+        timeout=TIMEOUT_MS)
+    expect(page.locator(".paint")).to_be_hidden()
+
 
 # -- PNG info ---------------------------------------------------------------------------------
 def _drop_png(page, live, path) -> None:

@@ -3,7 +3,7 @@
 // changing the style or the strength then only re-runs the decoder. Previews are not
 // kept; "Save" / "Download full size" render the same style at full size into the gallery
 // (models trained on crops preview at <= 512 px and render the picture's own size).
-import { addSessionReference, imageName, openRestyleSession, postImage, request } from "../api.js";
+import { PICTURE_REFUSED, addSessionReference, imageName, openRestyleSession, postImage, request } from "../api.js";
 import { fullSizeControls, previewCaption } from "../fullsize.js";
 import { handoff, listModels, takeRecipe } from "../state.js";
 import { swatchGroup } from "../swatches.js";
@@ -11,9 +11,6 @@ import {
   apiImg, clearError, debounce, downloadLink, dropZone, errorBox, field, fillModels, h, seedField, showError,
   slider, status, upscaleField,
 } from "../ui.js";
-
-// The safe decoder's reasons for refusing a picture (ImageRejected codes).
-const PICTURE_REFUSED = ["corrupt", "unsupported", "too_large", "too_small", "unsafe"];
 
 export function mount(root, params) {
   const models = [];
