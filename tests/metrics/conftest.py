@@ -6,9 +6,34 @@ from pathlib import Path
 
 import pytest
 
-from .toydata import write_dataset
+from polychrome.metrics.evaluator import OfflineEvaluator, evaluator_name, train_evaluator
+
+from .toydata import shapes_packed, write_dataset, write_shapes_dataset
+
+SHAPES_N = 100  # per style: 40 held-out images in all, halves of 20 for the references
+EVALUATOR_STEPS = 200  # enough for the shapes set to clear the instrument bar
 
 
 @pytest.fixture
 def toy_dataset(polychrome_home: Path) -> Path:
     return write_dataset(polychrome_home)
+
+
+@pytest.fixture(scope="session")
+def shapes():
+    return shapes_packed(SHAPES_N, 16)
+
+
+@pytest.fixture(scope="session")
+def shapes_evaluator(shapes) -> OfflineEvaluator:
+    """A usable evaluator of the shapes set, trained once (as the dataset's would be)."""
+    return train_evaluator(shapes, name=evaluator_name("shapes", 1, 16), steps=EVALUATOR_STEPS,
+                           progress=False)
+
+
+@pytest.fixture
+def shapes_dataset(polychrome_home: Path, shapes_evaluator: OfflineEvaluator) -> Path:
+    """The shapes set as dataset shapes:1, its offline evaluator saved beside it."""
+    root = write_shapes_dataset(polychrome_home, n=SHAPES_N, size=16)
+    shapes_evaluator.save(root / "evaluator" / "16")
+    return root
