@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from polychrome.metrics.evaluator import OfflineEvaluator, evaluator_name, train_evaluator
 
@@ -27,8 +28,13 @@ def shapes():
 @pytest.fixture(scope="session")
 def shapes_evaluator(shapes) -> OfflineEvaluator:
     """A usable evaluator of the shapes set, trained once (as the dataset's would be)."""
-    return train_evaluator(shapes, name=evaluator_name("shapes", 1, 16), steps=EVALUATOR_STEPS,
-                           progress=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny kernels: a second thread only waits on a busy machine
+    try:
+        return train_evaluator(shapes, name=evaluator_name("shapes", 1, 16),
+                               steps=EVALUATOR_STEPS, progress=False)
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -20,6 +20,8 @@ from .toydata import shapes_packed
 STYLES = ["flat", "outline", "shadow", "striped"]  # the shapes dataset's styles, sorted
 CONTEXT = {"fid_floor", "fid_ceiling", "fid_position"}
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def tiny_model(seed: int = 0):
     torch.manual_seed(seed)

@@ -20,6 +20,8 @@ from polychrome.models import create_model
 
 from .toydata import toy_packed
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def tiny_generator():
     return create_model("dcgan", resolution=16, num_domains=3, width=8)

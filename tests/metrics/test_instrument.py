@@ -23,8 +23,11 @@ from polychrome.models import create_model
 from polychrome.persistence.models import add_model_version, show_model
 
 from .conftest import EVALUATOR_STEPS
+from .toydata import write_shapes_dataset
 
 STYLES = ["flat", "outline", "shadow", "striped"]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def noise_generator():
@@ -134,3 +137,31 @@ def test_cli_refuses_figures_and_leaves_the_card_untouched(shapes_dataset: Path,
     assert row["evaluator_accuracy"] == result["instrument"]["accuracy"]["accuracy"]
     assert "sample_accuracy[striped]" in row
     assert "| offline:shapes@v1/16 | sample_accuracy | " in card_file.read_text()
+
+
+def test_crops_models_are_measured_with_the_crops_evaluator(polychrome_home: Path,
+                                                            tmp_path: Path, capsys):
+    root = write_shapes_dataset(polychrome_home, n=60, size=48)
+    torch.manual_seed(0)
+    model = create_model("stargan", resolution=16, num_domains=4, width=8, max_width=16,
+                         style_dim=8, latent_dim=4, mapping_dim=16, mapping_shared_layers=2,
+                         mapping_head_layers=2, e_width=8, e_max_width=16, d_width=8,
+                         d_max_width=16)
+    model.save_pretrained(tmp_path / "m", modules=model.inference_modules, meta={
+        "styles": STYLES, "dataset": "shapes:1", "fit": "crops", "crop": 16, "scale": [16, 48]})
+    add_model_version(tmp_path / "m", "crops-star")
+    code = main(["eval", "crops-star", "--evaluator-steps", "2", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert "the evaluator offline-crops:shapes@v1/16@16-48 cannot be trusted" in err
+    saved = root / "evaluator" / "crops-16-16-48"
+    assert OfflineEvaluator.load(saved).config.steps == 2
+    assert not (root / "evaluator" / "16").exists()  # not the whole-picture evaluator
+    code = main(["eval", "crops-star", "--evaluator-steps", str(EVALUATOR_STEPS), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["extractor"] == "offline-crops:shapes@v1/16@16-48"
+    assert result["instrument"]["usable"] and set(result["translation"]["fid_per_style"]) == \
+        set(STYLES)
+    assert OfflineEvaluator.load(saved).config.steps == EVALUATOR_STEPS

@@ -23,6 +23,8 @@ from polychrome.persistence.models import add_model_version, show_model
 
 from .toydata import toy_packed
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def test_ssim_properties():
     g = torch.Generator().manual_seed(0)
@@ -99,6 +101,12 @@ def test_identity_and_perfect_translators(packed_and_evaluator):
     assert perfect["style_accuracy"] == pytest.approx(
         ev.style_accuracy(targets, held.labels[[b for _, b in pairs]]))
     assert perfect["identity_l1"] == ident["identity_l1"]  # the baseline ignores the model
+    per_style = perfect["style_accuracy_per_style"]
+    assert set(per_style) == set(packed.domains)
+    for d, name in enumerate(packed.domains):
+        rows = [b for _, b in pairs if int(held.labels[b]) == d]
+        assert per_style[name] == pytest.approx(
+            ev.style_accuracy(held.images[rows], held.labels[rows]))
 
 
 def test_unmatched_styles_are_refused(packed_and_evaluator):

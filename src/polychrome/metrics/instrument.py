@@ -136,7 +136,7 @@ def classifier_accuracy(extractor: Any, held: PackedDataset, bar: Bar) -> dict[s
 def reference_distances(extractor: Any, held: PackedDataset, seed: int = 0) -> dict[str, Any]:
     """The FID floor, ceiling and the blurred / noised / other-style references (see above)."""
     a, b = halves(held.labels, seed)
-    out: dict[str, Any] = {"n_half": min(len(a), len(b))}
+    out: dict[str, Any] = {"n": len(held), "n_half": min(len(a), len(b))}
     if len(a) < MIN_HALF or len(b) < MIN_HALF:
         return out
     g = torch.Generator().manual_seed(seed)
@@ -180,8 +180,8 @@ def problems(accuracy: dict[str, Any] | None, refs: dict[str, Any], bar: Bar) ->
                          + f" of held-out images (needs {accuracy['required_per_style']:.0%} "
                            "of every style)")
     if "floor" not in refs:
-        found.append(f"the held-out split has {2 * refs['n_half']} usable images; the "
-                     f"reference distances need at least {2 * MIN_HALF}")
+        found.append(f"the held-out split has {refs['n']} images; the reference distances "
+                     f"need at least {MIN_HALF} in each of two halves split evenly by style")
         return found
     checks = [("blurred", refs["floor"]), ("noised", refs["floor"])]
     if "other_style" in refs:
