@@ -260,8 +260,9 @@ def make_training_evaluator(packed: PackedDataset, metrics: tuple[str, ...] | st
         if not state:
             try:
                 ext, instrument = usable_extractor(
-                    extractor, packed, dataset=dataset, inception_weights=inception_weights,
-                    evaluator_steps=evaluator_steps, seed=seed, device=device)
+                    extractor, packed, dataset=dataset, fit=getattr(packed, "fit", "crop"),
+                    inception_weights=inception_weights, evaluator_steps=evaluator_steps,
+                    seed=seed, device=device)
             except PolychromeError as e:
                 state["refused"] = e
                 raise

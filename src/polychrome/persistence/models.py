@@ -145,7 +145,9 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-_FIRST_COLUMNS = ("dataset", "split", "n", "fid", "kid_mean", "kid_std", "precision", "recall")
+_FIRST_COLUMNS = ("dataset", "split", "n", "fid", "fid_floor", "fid_ceiling", "fid_position",
+                  "kid_mean", "kid_std", "precision", "recall", "evaluator_accuracy",
+                  "sample_accuracy")
 
 
 _PER_STYLE = re.compile(r"^(?P<key>[^\[\]]+)\[(?P<style>[^\[\]]+)\]$")  # "fid[cartoon]"
