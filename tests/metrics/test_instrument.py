@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from polychrome.cli.main import main
+from polychrome.data.cache import PackedDataset
 from polychrome.metrics.api import evaluate_generator
 from polychrome.metrics.evaluator import OfflineEvaluator, train_evaluator
 from polychrome.metrics.instrument import (
@@ -165,3 +166,16 @@ def test_crops_models_are_measured_with_the_crops_evaluator(polychrome_home: Pat
     assert result["instrument"]["usable"] and set(result["translation"]["fid_per_style"]) == \
         set(STYLES)
     assert OfflineEvaluator.load(saved).config.steps == EVALUATOR_STEPS
+
+
+def test_one_style_is_judged_by_the_rotation_head(shapes):
+    rows = (shapes.labels == 0).nonzero().flatten()
+    one = PackedDataset(images=shapes.images[rows], labels=torch.zeros(len(rows), dtype=torch.long),
+                        domains=["flat"], files=[shapes.files[i] for i in rows.tolist()],
+                        resolution=16)
+    ev = train_evaluator(one, steps=0, progress=False)
+    held = one.split("heldout")
+    acc = measure_instrument(ev, held, bar=Bar())["accuracy"]
+    assert acc["head"] == "rotation" and acc["chance"] == 0.25 and acc["per_style"] == {}
+    assert acc["accuracy"] == acc["rotation_accuracy"] == ev.rotation_accuracy(held.images)
+    assert acc["required"] == pytest.approx(0.5)

@@ -90,11 +90,11 @@ def resolve_extractor(extractor: str | FeatureExtractor, *, dataset: str | Path 
 def usable_extractor(extractor: str | FeatureExtractor, packed: PackedDataset, *,
                      dataset: str | Path | None = None, fit: str = "crop",
                      inception_weights: str | Path | None = None,
-                     evaluator_steps: int | None = None, seed: int = 0,
-                     device: str | torch.device = "cpu",
+                     evaluator_steps: int | None = None, device: str | torch.device = "cpu",
                      ) -> tuple[FeatureExtractor, dict[str, Any]]:
     """The extractor and its quality measured on `packed`'s held-out split; refused below
-    the bar (instrument.py).
+    the bar (instrument.py). The references use fixed halves and noise (seed 0), not the
+    sampling seed: they describe the instrument, the same for every model it measures.
 
     A saved offline evaluator under the bar is retrained (and replaced) when
     `evaluator_steps` asks for more steps than it had: its figures were never accepted,
@@ -105,14 +105,14 @@ def usable_extractor(extractor: str | FeatureExtractor, packed: PackedDataset, *
                                   evaluator_steps=evaluator_steps, device=device, packed=packed)
     ext = resolve_extractor(extractor, **kwargs)
     held = packed.split("heldout")
-    instrument = measure_instrument(ext, held, seed=seed)
+    instrument = measure_instrument(ext, held)
     saved = extractor == "offline" and dataset is not None and isinstance(ext, OfflineEvaluator)
     if (not instrument["usable"] and saved and evaluator_steps is not None
             and evaluator_steps > ext.config.steps):
         log.warning("the saved evaluator %s (%d steps) is under the bar; training one with "
                     "%d steps to replace it", ext.name, ext.config.steps, evaluator_steps)
         ext = resolve_extractor(extractor, **kwargs, replace=True)
-        instrument = measure_instrument(ext, held, seed=seed)
+        instrument = measure_instrument(ext, held)
     if isinstance(ext, OfflineEvaluator):
         hint = (f"To get a usable evaluator, train it longer: pass --evaluator-steps (the "
                 f"evaluator_steps of an eval job) above its {ext.config.steps} steps"
@@ -225,8 +225,7 @@ def evaluate_generator(model: GANModel, packed: PackedDataset, *,
         raise ConfigError(f"n must be at least 2, got {n}", code="bad_request")
     ext, instrument = usable_extractor(extractor, packed, dataset=dataset,
                                        inception_weights=inception_weights,
-                                       evaluator_steps=evaluator_steps, seed=seed,
-                                       device=device)
+                                       evaluator_steps=evaluator_steps, device=device)
     real = packed.split(split)
     ref = RealFeatures(ext, real)
     values, accuracy = _measure(model, real, ref, ext, metrics, n, seed, truncation, device)
@@ -262,7 +261,7 @@ def make_training_evaluator(packed: PackedDataset, metrics: tuple[str, ...] | st
                 ext, instrument = usable_extractor(
                     extractor, packed, dataset=dataset, fit=getattr(packed, "fit", "crop"),
                     inception_weights=inception_weights, evaluator_steps=evaluator_steps,
-                    seed=seed, device=device)
+                    device=device)
             except PolychromeError as e:
                 state["refused"] = e
                 raise

@@ -18,6 +18,10 @@ run measures the instrument on the real held-out images (never trained on):
     ceiling      uniform noise images (as many as B).
   Blurred, noised and other-style must each be at least `min_separation` times their floor.
 
+The floor is measured between halves of the held-out set, so at a smaller sample size than
+a model's FID against the whole real set: FID's small-sample bias makes it a generous floor,
+and a position slightly below 0 means "within the noise of real vs real".
+
 Below the bar, `require_usable` refuses with a message saying how to get a usable
 evaluator; nothing is reported or recorded. Every reported FID comes with its floor and
 ceiling and its position between them ((fid - floor) / (ceiling - floor): 0 = as close as

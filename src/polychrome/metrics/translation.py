@@ -328,8 +328,7 @@ def evaluate_translation(model: GANModel, packed: PackedDataset, *, dataset_dir:
     t0 = time.perf_counter() if t0 is None else t0
     ext, instrument = usable_extractor(extractor, packed, dataset=dataset_dir, fit=packed.fit,
                                        inception_weights=inception_weights,
-                                       evaluator_steps=evaluator_steps, seed=seed,
-                                       device=device)
+                                       evaluator_steps=evaluator_steps, device=device)
     trained = training_split(model)
     if trained is not None and trained != "train":
         log.warning("the model was trained on split %r: the held-out images were seen in "
