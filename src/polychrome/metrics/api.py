@@ -197,10 +197,12 @@ def _measure(model: GANModel, real: PackedDataset, ref: RealFeatures,
 
 
 def _with_context(values: dict[str, float], instrument: dict[str, Any]) -> dict[str, Any]:
-    """The figures with the FID's floor, ceiling and position beside them."""
+    """The figures with the FID's floor, ceiling and position beside them (a position is left
+    out when undefined: a ceiling not above the floor)."""
     out: dict[str, Any] = dict(values)
     if "fid" in values:
-        out.update(fid_context(values["fid"], instrument["reference"]))
+        out.update({k: v for k, v in fid_context(values["fid"], instrument["reference"]).items()
+                    if v is not None})
     return out
 
 
@@ -271,8 +273,7 @@ def make_training_evaluator(packed: PackedDataset, metrics: tuple[str, ...] | st
         t0 = time.perf_counter()
         values, accuracy = _measure(model, state["real"], state["ref"], state["ext"], metrics,
                                     n, seed, 1.0, device)
-        out = {k: v for k, v in _with_context(values, state["instrument"]).items()
-               if v is not None}
+        out = _with_context(values, state["instrument"])
         acc = state["instrument"]["accuracy"]
         if acc is not None:
             out["evaluator_accuracy"] = acc["accuracy"]
@@ -355,10 +356,9 @@ def evaluate_model(spec: str | GANModel, dataset: str | None = None, *,
     ref = getattr(model, "model_ref", None)
     if record and ref is not None and ref.name is not None:
         key = out["extractor"] if split == "all" else f"{out['extractor']} [{split}]"
-        figures = {**result["metrics"], **result["sample_accuracy"],
-                   **card_figures(result["instrument"])}
         update_metrics(ref.name, ref.version, {key: {
-            **{k: v for k, v in figures.items() if v is not None}, "n": n,
-            "dataset": out["dataset"], "split": split}})
+            **result["metrics"], **result["sample_accuracy"],
+            **card_figures(result["instrument"]), "n": n, "dataset": out["dataset"],
+            "split": split}})
         out["recorded"] = True
     return out
