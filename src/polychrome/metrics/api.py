@@ -114,13 +114,14 @@ def usable_extractor(extractor: str | FeatureExtractor, packed: PackedDataset, *
         ext = resolve_extractor(extractor, **kwargs, replace=True)
         instrument = measure_instrument(ext, held)
     if isinstance(ext, OfflineEvaluator):
-        hint = (f"To get a usable evaluator, train it longer: pass --evaluator-steps (the "
-                f"evaluator_steps of an eval job) above its {ext.config.steps} steps"
+        hint = (f"To get a usable evaluator, train it longer: `polychrome eval "
+                f"--evaluator-steps N` (the evaluator_steps of an eval job) with N above its "
+                f"{ext.config.steps} steps"
                 + (" and the saved one is replaced" if saved else "")
                 + f", or add images to the dataset ({len(held)} held-out images now).")
     else:
-        hint = ("Check the inception weights file, or add images to the dataset "
-                f"({len(held)} held-out images now).")
+        hint = ("Check the feature network (for inception: its weights file), or add images "
+                f"to the dataset ({len(held)} held-out images now).")
     require_usable(instrument, hint=hint)
     return ext, instrument
 
