@@ -179,3 +179,19 @@ def test_one_style_is_judged_by_the_rotation_head(shapes):
     assert acc["head"] == "rotation" and acc["chance"] == 0.25 and acc["per_style"] == {}
     assert acc["accuracy"] == acc["rotation_accuracy"] == ev.rotation_accuracy(held.images)
     assert acc["required"] == pytest.approx(0.5)
+
+
+def test_a_large_style_cannot_hide_a_small_one(shapes, shapes_evaluator):
+    # all held-out images of one style and only three of another: the overall figure is the
+    # mean over styles (balanced accuracy), so the three weigh as much as all the others
+    held = shapes.split("heldout")
+    flat = (held.labels == 0).nonzero().flatten().tolist()
+    striped = (held.labels == 3).nonzero().flatten().tolist()[:3]
+    rows = flat + striped
+    mixed = PackedDataset(images=held.images[rows],
+                          labels=torch.tensor([0] * len(flat) + [1] * len(striped)),
+                          domains=["flat", "striped"], files=[held.files[i] for i in rows],
+                          resolution=16)
+    acc = measure_instrument(shapes_evaluator, mixed, bar=Bar())["accuracy"]
+    assert acc["chance"] == 0.5 and acc["required"] == pytest.approx(0.7)
+    assert acc["accuracy"] == pytest.approx(sum(acc["per_style"].values()) / 2)

@@ -155,8 +155,8 @@ _INSTRUMENT_NOTE = (
     "Each FID comes with its instrument, measured in the same run on held-out images: "
     "`fid_floor` (two halves of the real set), `fid_ceiling` (real vs noise images) and "
     "`fid_position` = (fid - floor) / (ceiling - floor), 0 at the floor and 1 at the "
-    "ceiling; `evaluator_accuracy` is the evaluator's held-out style accuracy (the "
-    "rotation head's with one style); `ref_*` are the FIDs of blurred, noised and "
+    "ceiling; `evaluator_accuracy` is the evaluator's held-out style accuracy (mean over "
+    "styles; the rotation head's with one style); `ref_*` are the FIDs of blurred, noised and "
     "other-style real images; `sample_accuracy` / `style_accuracy` are the share of "
     "generated images the evaluator recognises as the style they were made in.")
 
