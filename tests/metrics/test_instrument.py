@@ -16,6 +16,7 @@ from polychrome.metrics.instrument import (
     Bar,
     EvaluatorUnusable,
     blurred,
+    format_instrument,
     halves,
     measure_instrument,
     noised,
@@ -78,8 +79,13 @@ def test_reference_images_and_halves():
     assert halves(labels, seed=0) == (a, b2)
 
 
-def test_a_chance_level_evaluator_is_under_the_bar(shapes):
-    chance = train_evaluator(shapes, steps=0, progress=False)  # never trained
+@pytest.fixture(scope="module")
+def chance_evaluator(shapes) -> OfflineEvaluator:
+    return train_evaluator(shapes, steps=0, progress=False)  # never trained
+
+
+def test_a_chance_level_evaluator_is_under_the_bar(shapes, chance_evaluator):
+    chance = chance_evaluator
     inst = measure_instrument(chance, shapes.split("heldout"), bar=Bar())
     assert not inst["usable"]
     assert any("classifier is right on" in p for p in inst["problems"])
@@ -195,3 +201,22 @@ def test_a_large_style_cannot_hide_a_small_one(shapes, shapes_evaluator):
     acc = measure_instrument(shapes_evaluator, mixed, bar=Bar())["accuracy"]
     assert acc["chance"] == 0.5 and acc["required"] == pytest.approx(0.7)
     assert acc["accuracy"] == pytest.approx(sum(acc["per_style"].values()) / 2)
+
+
+class FeaturesOnly:
+    """A real evaluator's features without its classifier, as the inception extractor is."""
+
+    def __init__(self, inner):
+        self.name, self.features = "features-only", inner.features
+
+
+def test_without_a_classifier_the_references_decide(shapes, shapes_evaluator, chance_evaluator):
+    held = shapes.split("heldout")
+    inst = measure_instrument(FeaturesOnly(shapes_evaluator), held, bar=Bar())
+    assert inst["accuracy"] is None and inst["usable"]
+    assert inst["reference"] == measure_instrument(shapes_evaluator, held)["reference"]
+    assert any("no classifier" in line for line in format_instrument(inst))
+    # untrained features blur nothing apart: refused on the references alone
+    blind = measure_instrument(FeaturesOnly(chance_evaluator), held, bar=Bar())
+    assert blind["accuracy"] is None and not blind["usable"]
+    assert all("floor away" in p for p in blind["problems"])
