@@ -367,6 +367,8 @@ def size_steps(preset: Preset, rate: dict[str, Any], make_job: Any,
     saves = checkpoint_count(make_job(max(1, fit)))  # they depend on the step count
     fit = max(0, int((target - once - saves * rate["checkpoint_seconds"]) // per_step)) \
         if per_step > 0 else max_steps
+    while fit > 1 and eta_seconds(rate, make_job(fit)) > target:  # one checkpoint more
+        fit -= 1
     how = (f"{target / 60:g} minutes on this machine: ({target:g} s - {once:.3g} s setup - "
            f"{saves} checkpoints x {rate['checkpoint_seconds']:.2g} s) / {per_step:.3g} "
            f"s/step = {fit:,} steps")
@@ -434,12 +436,13 @@ class Estimator:
                 plans[name] = {"error": str(e)}
                 continue
             plans[name] = {"job": job, "cfg": cfg, "tc": tc}
-        rates = self._rates(settings, [p["cfg"] for p in plans.values() if "cfg" in p])
+        rates = self._rates(settings, [(_key(p["tc"]), p["cfg"]) for p in plans.values()
+                                       if "cfg" in p])
         rows, chosen = [], {}
         for name, plan in plans.items():
             p = PRESETS[name]
             row: dict[str, Any] = {"name": name, "label": p.label}
-            rate = rates.get(_key(plan["cfg"])) if "cfg" in plan else None
+            rate = rates.get(_key(plan["tc"])) if "cfg" in plan else None
             if isinstance(rate, PolychromeError):
                 if name == preset:
                     raise rate
@@ -477,15 +480,14 @@ class Estimator:
                 **rate, "measured": True, "basis": basis, "presets": rows,
                 "job": chosen["job"]}
 
-    def _rates(self, settings: Settings,
-               cfgs: list[dict[str, Any]]) -> dict[str, dict[str, Any] | PolychromeError]:
+    def _rates(self, settings: Settings, cfgs: list[tuple[str, dict[str, Any]]]
+               ) -> dict[str, dict[str, Any] | PolychromeError]:
         """Each configuration's measured rate (cached ones reused; the rest measured in one
         subprocess, one configuration after another), or the error that stopped it."""
         out: dict[str, dict[str, Any] | PolychromeError] = {}
         with self._lock:
             todo: dict[str, dict[str, Any]] = {}
-            for cfg in cfgs:
-                key = _key(cfg)
+            for key, cfg in cfgs:
                 hit = self._cache.get(key)
                 if hit is not None and time.monotonic() - hit[0] < CACHE_TTL_S:
                     out[key] = hit[1]
@@ -529,9 +531,11 @@ _NOT_TIMED = frozenset(("steps", "sample_every", "sample_every_s", "checkpoint_e
                         "eval_every", "log_every", "keep_last", "name"))
 
 
-def _key(cfg: dict[str, Any]) -> str:
-    """A measurement's cache key."""
-    return json.dumps({k: v for k, v in cfg.items() if k not in _NOT_TIMED}, sort_keys=True)
+def _key(tc: Any) -> str:
+    """A measurement's cache key: the run config as the run resolves it (a crop sets the
+    resolution, whatever the preset's), less what the probe sets itself."""
+    return json.dumps({k: v for k, v in tc.to_dict().items() if k not in _NOT_TIMED},
+                      sort_keys=True, default=str)
 
 
 def _rounded(rate: dict[str, Any]) -> dict[str, Any]:
