@@ -369,6 +369,7 @@ def size_steps(preset: Preset, rate: dict[str, Any], make_job: Any,
         if per_step > 0 else max_steps
     while fit > 1 and eta_seconds(rate, make_job(fit)) > target:  # one checkpoint more
         fit -= 1
+    saves = checkpoint_count(make_job(max(1, fit)))
     how = (f"{target / 60:g} minutes on this machine: ({target:g} s - {once:.3g} s setup - "
            f"{saves} checkpoints x {rate['checkpoint_seconds']:.2g} s) / {per_step:.3g} "
            f"s/step = {fit:,} steps")
