@@ -42,7 +42,7 @@ PROBE_MAX_S = 90.0  # a very slow config stops at the first whole period after t
 PROBE_TIMEOUT_S = 300.0  # per configuration, imports included
 CACHE_TTL_S = 600.0
 QUICK_TARGET_S = 300.0  # Quick's run time on this machine
-QUICK_MIN_STEPS = 100  # fewer steps draw noise whatever the machine (a Quick floor)
+QUICK_MIN_STEPS = 100  # Quick's floor: a slow machine still gets a run that learns something
 
 
 @dataclasses.dataclass(frozen=True)
@@ -374,9 +374,9 @@ def size_steps(preset: Preset, rate: dict[str, Any], make_job: Any,
            f"{saves} checkpoints x {rate['checkpoint_seconds']:.2g} s) / {per_step:.3g} "
            f"s/step = {fit:,} steps")
     if fit < QUICK_MIN_STEPS:
-        return QUICK_MIN_STEPS, (f"{how}, fewer than the {QUICK_MIN_STEPS} a first look needs "
-                                 f"to learn anything, so {QUICK_MIN_STEPS} (longer than "
-                                 f"{target / 60:g} minutes here)")
+        return QUICK_MIN_STEPS, (f"{how}, below Quick's floor of {QUICK_MIN_STEPS} steps, so "
+                                 f"{QUICK_MIN_STEPS} (longer than {target / 60:g} minutes "
+                                 "here; a smaller resolution, batch or width is quicker)")
     if fit > max_steps:
         return max_steps, f"{how}, capped at this server's train_max_steps {max_steps:,}"
     return fit, how
