@@ -392,3 +392,31 @@ def test_a_queued_job_says_so_and_the_family_is_kept(page, live):
     view.get_by_role("button", name="Cancel").click()
     expect(view.get_by_text("State: cancelled")).to_be_visible(timeout=TIMEOUT_MS)
     page.evaluate("() => localStorage.clear()")
+
+
+def test_quick_runs_the_steps_the_estimate_sized_for_this_machine(page, live):
+    """Measured, Quick is sized to about 5 minutes here; the job started next runs those steps
+    (not the preset's nominal count)."""
+    from playwright.sync_api import expect
+
+    _go(page, live, "train")
+    page.get_by_label("Model family").select_option("dcgan")
+    page.get_by_label("Dataset").select_option("shapes")
+    page.get_by_role("radio", name=re.compile("Quick")).check()
+    page.get_by_text("Advanced").click()
+    page.get_by_label("Resolution (px)").fill("16")
+    page.get_by_label("Batch size", exact=True).fill("8")
+    with page.expect_response(lambda r: r.url.endswith("/api/presets/estimate")) as answer:
+        page.get_by_role("button", name="Measure time on this machine").click()
+    sized = answer.value.json()["steps"]
+    expect(page.get_by_text(re.compile(rf"About .* for {sized:,} steps on this machine"))
+           ).to_be_visible(timeout=TIMEOUT_MS)
+    with page.expect_request(lambda r: r.url.endswith("/api/jobs") and r.method == "POST") as sent:
+        page.get_by_role("button", name="Start training").click()
+    assert sent.value.post_data_json["steps"] == sized
+    view = page.get_by_role("region", name="Training job")
+    expect(view.locator(".eta")).to_contain_text(f"Queued · 0 / {sized:,} steps",
+                                                 timeout=TIMEOUT_MS)
+    view.get_by_role("button", name="Cancel").click()
+    expect(view.get_by_text("State: cancelled")).to_be_visible(timeout=TIMEOUT_MS)
+    page.evaluate("() => localStorage.clear()")

@@ -155,7 +155,9 @@ export function mount(root, params) {
     clearError(startErr);
     const p = preset();
     if (!p) { showError(startErr, new Error("choose a preset")); return; }
-    const total = num(steps) || p.steps;
+    // The steps the estimate chose (Quick is sized to about 5 minutes on this machine) when it
+    // was measured for these settings; else the preset's own.
+    const total = num(steps) || (measured && measured.key === settingsKey() ? measured.steps : p.steps);
     // A sample grid every tenth of the run, and the first within about a minute when the
     // rate on this machine was measured.
     const rate = measuredRate();
