@@ -24,12 +24,13 @@ Measured per target style and overall (mean over all source -> target pairs):
 - style accuracy: an offline evaluator classifies 5 crops of the output (the crops the
   style encoder reads, `style_view`: the picture scaled to the middle of the scale range,
   its centre and four more) and the picture counts as the argmax of the mean
-  probability. The evaluator is trained here on random crops across the model's scale
-  range (the dataset's train split only; saved beside the dataset as
-  evaluator/crops-<crop>-<lo>-<hi>/ and reused), because the dataset's standard
-  evaluator (`get_offline_evaluator`) is trained on whole pictures squared to the
-  resolution, a different scale from these crops. "real" rows: the same classification
-  of held-out pictures of the target style itself (the evaluator's ceiling here);
+  probability. The evaluator is the dataset's offline evaluator in crops mode
+  (`get_offline_evaluator(..., scale=...)`, the one `polychrome eval` uses for crops-mode
+  models): trained on random crops across the model's scale range (the dataset's train
+  split only; saved beside the dataset as evaluator/crops-<crop>-<lo>-<hi>/ and reused),
+  because whole pictures squared to the resolution are a different scale from these
+  crops. "real" rows: the same classification of held-out pictures of the target style
+  itself (the evaluator's ceiling here);
 - SSIM of the luminance (BT.601 luma, Gaussian window 11 px, sigma 1.5), input vs output;
 - feature distance: L2 between the evaluator's features of the input's and the output's
   same 5 crops, averaged.
@@ -55,7 +56,6 @@ from common import run_facts, run_script
 from PIL import Image, ImageDraw, ImageFont
 
 from polychrome.data.cache import (
-    PackedDataset,
     heldout_stems,
     load_packed,
     resolve_dataset_dir,
@@ -63,15 +63,13 @@ from polychrome.data.cache import (
 from polychrome.data.crops import PackedCrops
 from polychrome.errors import ConfigError
 from polychrome.imageio import encode_png
-from polychrome.metrics.evaluator import OfflineEvaluator, dataset_identity, train_evaluator
+from polychrome.metrics.evaluator import OfflineEvaluator, dataset_identity, get_offline_evaluator
 from polychrome.metrics.translation import ssim, training_split
 from polychrome.models.base import GANModel
 from polychrome.persistence.models import load_model
 from polychrome.pipelines.style import Restyler
 from polychrome.pipelines.style_codes import Picture, is_native, resize_long_side, style_view
-from polychrome.settings import get_settings
 from polychrome.utils.atomic import (
-    atomic_directory,
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
@@ -83,7 +81,6 @@ log = logging.getLogger("photo_quality")
 REPO = Path(__file__).resolve().parent.parent
 OUT_DIR = REPO / "docs" / "quality"
 METHODS = ("GAN", "colour transfer", "identity")
-MAX_EVAL_CROPS = 32_000  # random crops the evaluator trains from (about 390 MB at 64 px)
 
 
 # -- colour transfer (Reinhard, Ashikhmin, Gooch & Shirley 2001) ----------------------------
@@ -150,44 +147,6 @@ def view_crops(model: GANModel, arr: np.ndarray) -> torch.Tensor:
     pic = Picture(array=arr, sha256="", label="picture")
     x = style_view(model, pic, "cpu")  # (K, 3, R, R) in [-1, 1]
     return x.add(1.0).mul(127.5).round_().clamp_(0, 255).to(torch.uint8)
-
-
-def crops_training_view(packed: PackedCrops, per_picture: int, seed: int) -> PackedDataset:
-    """Every picture as `per_picture` random crops over the scale range (flipped at random),
-    same file names repeated: the held-out split by file stem still applies."""
-    n = len(packed)
-    k = max(1, min(per_picture, MAX_EVAL_CROPS // max(n, 1)))
-    rows = torch.arange(n)
-    images = torch.cat([packed.gather(rows, key=seed * 1_000_003 + i) for i in range(k)])
-    return PackedDataset(images=images, labels=packed.labels.repeat(k),
-                         domains=list(packed.domains), files=list(packed.files) * k,
-                         resolution=packed.resolution, fit="crops-view")
-
-
-def crops_evaluator(dataset_dir: Path, packed: PackedCrops, *, steps: int | None,
-                    per_picture: int = 8, seed: int = 0) -> OfflineEvaluator:
-    """The dataset's evaluator for crops at the model's scale range: loaded if saved, else
-    trained once (train split only) and saved beside the dataset."""
-    r, (lo, hi) = packed.resolution, packed.scale
-    final = dataset_dir / "evaluator" / f"crops-{r}-{lo}-{hi}"
-    if (final / "config.json").is_file():
-        ev = OfflineEvaluator.load(final)
-        log.info("using the saved crops evaluator %s (%s steps)", final, ev.config.steps)
-        return ev
-    name, ver = dataset_identity(dataset_dir)
-    log.info("training a crops evaluator for %s:%d (%d px crops at shorter sides %d-%d)",
-             name, ver, r, lo, hi)
-    view = crops_training_view(packed, per_picture, seed)
-    ev = train_evaluator(view, name=f"offline-crops:{name}@v{ver}/{r}@{lo}-{hi}", steps=steps,
-                         seed=seed)
-    settings = get_settings()
-    settings.ensure_dirs()
-    try:
-        with atomic_directory(final, settings.tmp_dir) as work:
-            ev.save(work)
-    except FileExistsError:  # another process saved one first: use it, for comparability
-        pass
-    return OfflineEvaluator.load(final)
 
 
 def split_rows(packed: PackedCrops, which: str, domain: int) -> list[int]:
@@ -426,7 +385,8 @@ def _main(args: argparse.Namespace) -> int:
         raise ConfigError(f"--ct-style {ct_style!r}: one of the model's styles other than "
                           f"the grid's source style {args.grid_source} "
                           f"({', '.join(names)})")
-    ev = crops_evaluator(dataset_dir, packed, steps=args.evaluator_steps, seed=0)
+    ev = get_offline_evaluator(dataset_dir, crop, scale=packed.scale, steps=args.evaluator_steps)
+    log.info("crops evaluator %s (%d steps)", ev.name, ev.config.steps)
     if [s for s in names if s not in ev.styles]:
         raise ConfigError(f"the crops evaluator knows {', '.join(ev.styles)}, not all of "
                           f"{', '.join(names)}")

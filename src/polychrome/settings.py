@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     max_compression_ratio: float = 200.0
     # Path to Inception weights for standard FID (no download here).
     inception_weights: Path | None = None
+    # The bar an evaluator must clear before FID/KID/PR are reported (metrics/instrument.py):
+    # held-out accuracy of its classifier at least max(chance + margin, min accuracy), overall
+    # and for every style; blurred, noised and other-style images at least min_separation
+    # times the real-vs-real floor away.
+    eval_accuracy_margin: float = Field(default=0.2, ge=0.0, le=1.0)
+    eval_min_accuracy: float = Field(default=0.5, ge=0.0, le=1.0)
+    eval_min_separation: float = Field(default=3.0, ge=1.0)
     # Register the default models that ship with the package on first use of a home.
     bundled_models: bool = True
     # Pictures at their own size (crops-mode translators): the default working size is

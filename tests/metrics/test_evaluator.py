@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from polychrome.data.cache import load_packed
@@ -14,9 +15,12 @@ from polychrome.metrics.evaluator import (
     train_evaluator,
 )
 from polychrome.metrics.fidelity import fid
+from polychrome.metrics.instrument import EvaluatorUnusable
 from polychrome.models import create_model
 
 from .toydata import toy_packed
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_generator():
@@ -63,8 +67,9 @@ def test_classifies_colour_coded_styles_and_features_are_meaningful():
 def test_saved_once_beside_the_dataset_and_reused(toy_dataset: Path):
     # first asked for by a training run on a subset: still trained on the whole version
     subset = load_packed("toy", 16).split("heldout")
-    make_training_evaluator(subset, "fid", n=4, dataset=toy_dataset, evaluator_steps=5)(
-        tiny_generator(), 0)
+    hook = make_training_evaluator(subset, "fid", n=4, dataset=toy_dataset, evaluator_steps=5)
+    with pytest.raises(EvaluatorUnusable):  # 5 steps: saved, but under the bar
+        hook(tiny_generator(), 0)
     ev = get_offline_evaluator("toy", 16, steps=5)
     assert ev.name == "offline:toy@v1/16"
     assert ev.stats["n_train"] + ev.stats["n_val"] == 72
@@ -78,3 +83,40 @@ def test_saved_once_beside_the_dataset_and_reused(toy_dataset: Path):
     x = toy_packed(n_per_style=4, seed=9).images
     assert torch.equal(ev.features(x), again.features(x))
     assert torch.equal(OfflineEvaluator.load(where).classify(x), ev.classify(x))
+
+
+def test_rotation_and_per_style_accuracy_on_held_out_images():
+    packed = toy_packed()
+    ev = train_evaluator(packed, steps=STEPS, seed=0, **TINY)
+    per_style = ev.stats["val_style_accuracy_per_style"]
+    assert set(per_style) == set(packed.domains) and min(per_style.values()) >= 0.5
+    held = packed.split("heldout")
+    assert ev.rotation_accuracy(held.images) == ev.stats["val_rotation_accuracy"]
+
+
+def test_replace_retrains_a_saved_evaluator(toy_dataset: Path):
+    first = get_offline_evaluator("toy", 16, steps=2)
+    where = toy_dataset / "evaluator" / "16"
+    again = get_offline_evaluator("toy", 16, steps=7, replace=True)
+    assert again.config.steps == 7 and OfflineEvaluator.load(where).config.steps == 7
+    assert first.config.steps == 2
+    assert sorted(p.name for p in where.parent.iterdir()) == ["16"]
+
+
+def test_crops_mode_learns_from_crops_at_the_scale_range(polychrome_home: Path):
+    from polychrome.data.crops import load_crops_dir
+    from polychrome.metrics.evaluator import crops_training_view
+
+    from .toydata import write_dataset
+
+    root = write_dataset(polychrome_home, "big", n_per_style=6, size=40)
+    ev = get_offline_evaluator("big", 16, steps=3, scale=(16, 40))
+    assert ev.name == "offline-crops:big@v1/16@16-40"
+    where = root / "evaluator" / "crops-16-16-40"
+    assert (where / "config.json").is_file() and not (root / "evaluator" / "16").exists()
+    store = load_crops_dir(root, 16, (16, 40))
+    view = crops_training_view(store, per_picture=2)
+    assert view.images.shape == (2 * len(store), 3, 16, 16)
+    assert view.files == list(store.files) * 2  # same stems: the held-out split still holds
+    assert torch.equal(view.images, crops_training_view(store, per_picture=2).images)
+    assert get_offline_evaluator("big", 16, steps=50, scale=[16, 40]).config.steps == 3

@@ -9,9 +9,8 @@ import pytest
 import torch
 
 from polychrome.cli.main import main
-from polychrome.data.cache import load_cache_dir
 from polychrome.errors import ConfigError
-from polychrome.metrics.evaluator import evaluator_name, train_evaluator
+from polychrome.metrics.evaluator import train_evaluator
 from polychrome.metrics.translation import (
     paired_rows,
     ssim,
@@ -22,7 +21,9 @@ from polychrome.metrics.translation import (
 from polychrome.models import create_model
 from polychrome.persistence.models import add_model_version, show_model
 
-from .toydata import toy_packed, write_dataset
+from .toydata import toy_packed
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_ssim_properties():
@@ -100,6 +101,12 @@ def test_identity_and_perfect_translators(packed_and_evaluator):
     assert perfect["style_accuracy"] == pytest.approx(
         ev.style_accuracy(targets, held.labels[[b for _, b in pairs]]))
     assert perfect["identity_l1"] == ident["identity_l1"]  # the baseline ignores the model
+    per_style = perfect["style_accuracy_per_style"]
+    assert set(per_style) == set(packed.domains)
+    for d, name in enumerate(packed.domains):
+        rows = [b for _, b in pairs if int(held.labels[b]) == d]
+        assert per_style[name] == pytest.approx(
+            ev.style_accuracy(held.images[rows], held.labels[rows]))
 
 
 def test_unmatched_styles_are_refused(packed_and_evaluator):
@@ -108,26 +115,28 @@ def test_unmatched_styles_are_refused(packed_and_evaluator):
         translation_metrics(Identity(), packed, ev, model_styles=["cats", "dogs"])
 
 
-def test_cli_eval_reports_translation_metrics(polychrome_home: Path, tmp_path: Path, capsys):
-    dataset_dir = write_dataset(polychrome_home, "toy", n_per_style=12, size=16)
-    # the dataset's offline evaluator, trained small here (eval would train a bigger one)
-    ev = train_evaluator(load_cache_dir(dataset_dir, 16), name=evaluator_name("toy", 1, 16),
-                         steps=20, batch_size=16, progress=False)
-    ev.save(dataset_dir / "evaluator" / "16")
+def test_cli_eval_reports_translation_metrics(shapes_dataset: Path, tmp_path: Path, capsys):
+    styles = ["flat", "outline", "shadow", "striped"]
     torch.manual_seed(0)
-    model = create_model("stargan", resolution=16, num_domains=3, width=8, max_width=16,
+    model = create_model("stargan", resolution=16, num_domains=4, width=8, max_width=16,
                          style_dim=8, latent_dim=4, mapping_dim=16, mapping_shared_layers=2,
                          mapping_head_layers=2, e_width=8, e_max_width=16, d_width=8,
                          d_max_width=16)
     model.save_pretrained(tmp_path / "m", modules=model.inference_modules,
-                          meta={"styles": ["blue", "green", "red"], "dataset": "toy:1"})
+                          meta={"styles": styles, "dataset": "shapes:1"})
     add_model_version(tmp_path / "m", "toy-star")
     code = main(["eval", "toy-star", "--json"])
     out, err = capsys.readouterr()
     assert code == 0, err
     result = json.loads(out)
     t = result["translation"]
-    assert result["split"] == "heldout" and result["extractor"] == "offline:toy@v1/16"
+    assert result["split"] == "heldout" and result["extractor"] == "offline:shapes@v1/16"
+    assert result["instrument"]["usable"]  # measured in the same run, beside the figures
+    assert set(t["fid_context_per_style"]) == set(styles) == set(t["style_accuracy_per_style"])
+    for s, ctx in t["fid_context_per_style"].items():
+        assert ctx["fid_ceiling"] > ctx["fid_floor"] > 0
+        assert ctx["fid_position"] == pytest.approx(
+            (t["fid_per_style"][s] - ctx["fid_floor"]) / (ctx["fid_ceiling"] - ctx["fid_floor"]))
     for key in ("paired_l1", "identity_l1", "paired_ssim", "identity_ssim", "paired_feat",
                 "identity_feat", "style_accuracy", "diversity_l1", "diversity_feat",
                 "fid_per_style", "n_pairs"):
@@ -136,10 +145,14 @@ def test_cli_eval_reports_translation_metrics(polychrome_home: Path, tmp_path: P
     assert 0 <= t["style_accuracy"] <= 1
     assert result.get("recorded") is True
     card = show_model("toy-star")
-    assert f"{result['extractor']} translation" in card["metrics"]
+    row = card["metrics"][f"{result['extractor']} translation"]
+    assert row["evaluator_accuracy"] == result["instrument"]["accuracy"]["accuracy"]
+    assert {f"fid_position[{s}]" for s in styles} <= set(row)
+    assert {f"style_accuracy[{s}]" for s in styles} <= set(row)
     code = main(["eval", "toy-star"])  # the text report
     out, _ = capsys.readouterr()
-    assert code == 0 and "identity baseline" in out and "FID [red]" in out
+    assert code == 0 and "identity baseline" in out and "FID [striped]" in out
+    assert "position" in out and "held-out accuracy" in out
 
 
 def test_training_split_is_read_from_the_run(polychrome_home: Path):

@@ -1,8 +1,9 @@
-"""Toy datasets for the metrics (and store) tests: styles told apart by colour."""
+"""Toy datasets for the metrics (and store) tests: styles told apart by colour, or by texture."""
 
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 from PIL import Image
 
 from polychrome.data.cache import PackedDataset
+from polychrome.data.synthetic import make_shapes_dataset
 
 COLOURS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (40, 60, 200)}
 
@@ -61,3 +63,49 @@ def toy_packed(n_per_style: int = 24, size: int = 16, seed: int = 0) -> PackedDa
             files.append(f"images/{style}/img-{i:04d}.png")
     return PackedDataset(images=torch.stack(images), labels=torch.tensor(labels),
                          domains=styles, files=files, resolution=size)
+
+
+# -- shapes: styles that differ in texture (flat, outline, shadow, striped), same stems -----
+def shapes_images(n: int, size: int, seed: int = 0) -> dict[str, list[np.ndarray]]:
+    """The procedural shapes set (polychrome.data.synthetic), per style: n (H, W, 3) uint8.
+
+    Unlike the colour-coded toy set, its styles differ in texture and line work, so a
+    trained evaluator also sees blur and noise: one that can pass the instrument bar.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        root = make_shapes_dataset(Path(tmp) / "shapes", n=n, size=size, seed=seed)
+        return {style.name: [np.array(Image.open(f).convert("RGB"))
+                             for f in sorted(style.iterdir())]
+                for style in sorted(root.iterdir())}
+
+
+def write_shapes_dataset(home: Path, name: str = "shapes", *, n: int = 100, size: int = 16,
+                         seed: int = 0) -> Path:
+    """$HOME/datasets/<name>/1/ holding the shapes set (file names shared across styles)."""
+    root = home / "datasets" / name / "1"
+    entries = []
+    images = shapes_images(n, size, seed)
+    for style, imgs in images.items():
+        (root / "images" / style).mkdir(parents=True, exist_ok=True)
+        for i, arr in enumerate(imgs):
+            rel = f"images/{style}/shape-{i:04d}.png"
+            Image.fromarray(arr).save(root / rel)
+            entries.append({"file": rel, "domain": style, "source_name": rel, "sha256": "",
+                            "phash": "", "width": size, "height": size})
+    manifest = {"name": name, "version": 1, "created": "2024-01-01T00:00:00", "source": "test",
+                "domains": {s: n for s in images}, "rejected": {}, "images": entries}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+def shapes_packed(n: int = 100, size: int = 16, seed: int = 0) -> PackedDataset:
+    """The same images as `write_shapes_dataset`, packed in memory."""
+    images, labels, files = [], [], []
+    by_style = shapes_images(n, size, seed)
+    for k, (style, imgs) in enumerate(sorted(by_style.items())):
+        for i, arr in enumerate(imgs):
+            images.append(torch.from_numpy(arr).permute(2, 0, 1))
+            labels.append(k)
+            files.append(f"images/{style}/shape-{i:04d}.png")
+    return PackedDataset(images=torch.stack(images), labels=torch.tensor(labels),
+                         domains=sorted(by_style), files=files, resolution=size)

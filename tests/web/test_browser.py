@@ -36,7 +36,7 @@ ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
-PAGES = ["create", "restyle", "blend", "gallery", "datasets", "train", "models"]
+PAGES = ["create", "restyle", "blend", "gallery", "datasets", "train", "models", "pnginfo"]
 STYLES = ["flat", "outline", "shadow", "striped"]  # make_shapes_dataset's styles
 TIMEOUT_MS = 90_000
 
@@ -153,8 +153,16 @@ def test_everything_from_the_page(page, live, tmp_path):
     link = page.get_by_role("link", name="See model shapes-dcgan v1")
     expect(link).to_be_visible(timeout=TIMEOUT_MS)
     expect(page.get_by_role("img", name=re.compile("Sample grid"))).to_be_visible()
+    expect(page.get_by_text(re.compile(r"^Samples at step \d+"))).to_be_visible()
     assert page.locator("progress").evaluate("p => p.value") == 1
+    # the loss chart names the main losses in words; the rest is one checkbox away
+    legend = page.locator(".legend span")
+    assert sorted(re.sub(r" -?[\d.e+-]+$", "", t) for t in legend.all_inner_texts()) == [
+        "Discriminator loss", "Generator loss"]
+    expect(page.get_by_role("rowheader", name="Generator loss")).to_be_visible()  # the table
     _shot(page, "train-desktop")
+    page.get_by_label(re.compile("Show every logged value")).check()
+    expect(page.locator(".legend")).to_contain_text("Discriminator score, real")
 
     # -- Models: the finished run is there, with its sample grid and card -----------------
     link.click()

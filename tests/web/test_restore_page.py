@@ -191,10 +191,13 @@ def test_train_page_sends_pix2pix_task_scales_and_crop(page, live):
     page.get_by_label("Scale", exact=True).fill("5")
     page.get_by_label("Crop size (px)").fill("64")
     page.get_by_role("button", name="Start training").click()
-    expect(page.get_by_role("alert").filter(has_text="2, 3, 4, 8")).to_be_visible()  # a 400
+    expect(page.get_by_role("alert").filter(has_text="2, 3, 4, 8")).to_be_visible(
+        timeout=TIMEOUT_MS)  # a 400
     page.get_by_label("Scale", exact=True).fill("2,4")
     page.get_by_role("button", name="Start training").click()
-    expect(page.get_by_role("heading", name="Training pix2pix on shapes")).to_be_visible()
+    # (the server builds and checks the whole run config before it answers)
+    expect(page.get_by_role("heading", name="Training pix2pix on shapes")).to_be_visible(
+        timeout=TIMEOUT_MS)
     with live.client() as c:
         job = c.get("/api/jobs?kind=train").json()["items"][0]
     cfg = job["params"]["config"]

@@ -31,7 +31,7 @@ def test_no_external_resources_and_no_build_step():
     files = _static_files()
     names = {p.relative_to(STATIC_DIR).as_posix() for p in files}
     assert {"index.html", "style.css", "js/app.js"} <= names
-    assert len([n for n in names if n.startswith("js/pages/")]) == 8  # one module per page
+    assert len([n for n in names if n.startswith("js/pages/")]) == 9  # one module per page
     for p in files:
         text = p.read_text(encoding="utf-8")
         assert not re.search(r"https?://|//cdn|@import|url\(", text), f"{p.name} fetches elsewhere"

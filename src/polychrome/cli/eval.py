@@ -33,7 +33,8 @@ from .main import app
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Sampling seed (restoration: the seed of the inpainting masks).")
 @click.option("--evaluator-steps", type=int, default=None,
-              help="Training steps if the dataset's offline evaluator must be trained first.")
+              help="Training steps if the dataset's offline evaluator must be trained first "
+                   "(a saved one under the bar is retrained when this is above its steps).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, mps ...")
 @click.option("--no-record", is_flag=True, help="Do not write the result on the model card.")
 @click.option("--images", type=click.Path(path_type=Path), default=None,
@@ -75,9 +76,20 @@ def eval_cmd(model: str, dataset: str | None, metrics: str, n: int, extractor: s
                  vs the harmonic fill and the pyramid fill
       colorize   ab error and colourfulness vs mean chroma and grey
 
+    \b
+    Every figure comes with the quality of the instrument that measured it,
+    checked in the same run on the dataset's held-out images: the evaluator's
+    held-out accuracy (overall and per style), and FIDs between halves of the
+    held-out set (the floor), against blurred, noised and other-style images,
+    and against noise (the ceiling). Under the bar (settings
+    eval_accuracy_margin, eval_min_accuracy, eval_min_separation) the command
+    fails and nothing is recorded: train the evaluator longer with
+    --evaluator-steps, or add images.
+
     Results of a registered model are recorded on its card (see `models show`).
     """
     from ..metrics.api import evaluate_model
+    from ..metrics.instrument import format_instrument
 
     mean_ab = None
     if mean_chroma is not None:
@@ -112,9 +124,19 @@ def eval_cmd(model: str, dataset: str | None, metrics: str, n: int, extractor: s
          f"{result['n_real']} real; extractor {result['extractor']})")
     m = result["metrics"]
     if "fid" in m:
-        echo(f"  FID        {m['fid']:.4f}")
+        pos = m.get("fid_position")
+        echo(f"  FID        {m['fid']:.4f}  (floor {m['fid_floor']:.4f} = real vs real, "
+             f"ceiling {m['fid_ceiling']:.4f} = real vs noise; position "
+             f"{'n/a' if pos is None else f'{pos:.3f}'}: 0 = floor, 1 = ceiling)")
     if "kid_mean" in m:
         echo(f"  KID        {m['kid_mean']:.6f} ± {m['kid_std']:.6f}")
     if "precision" in m:
         echo(f"  precision  {m['precision']:.4f}")
         echo(f"  recall     {m['recall']:.4f}")
+    acc = result["sample_accuracy"]
+    if acc:
+        per_style = ", ".join(f"{k[len('sample_accuracy['):-1]} {v:.0%}"
+                              for k, v in acc.items() if k != "sample_accuracy")
+        echo(f"  samples recognised as their style {acc['sample_accuracy']:.1%} ({per_style})")
+    for line in format_instrument(result["instrument"]):
+        echo(line)

@@ -8,8 +8,10 @@ from .api import (
 )
 from .evaluator import OfflineEvaluator, get_offline_evaluator, train_evaluator
 from .fidelity import compute_metrics, fid, kid, precision_recall
+from .instrument import EvaluatorUnusable, measure_instrument
 
 __all__ = [
+    "EvaluatorUnusable",
     "OfflineEvaluator",
     "compute_metrics",
     "evaluate_generator",
@@ -18,6 +20,7 @@ __all__ = [
     "get_offline_evaluator",
     "kid",
     "make_training_evaluator",
+    "measure_instrument",
     "precision_recall",
     "resolve_extractor",
     "train_evaluator",

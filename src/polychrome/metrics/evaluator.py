@@ -15,6 +15,14 @@ datasets/<name>/<version>/evaluator/<resolution>/ (config.json, model.safetensor
 stats.json) and reused, so every later number is measured with the same network.
 Numbers from different evaluators (other dataset version or resolution) do not
 compare; neither do they compare with papers (use the inception extractor for that).
+
+Crops mode (models trained on random crops of pictures at their own size): the
+evaluator learns from random crops across the model's scale range instead of whole
+pictures squared to the resolution, a different scale; it is saved as
+evaluator/crops-<crop>-<lo>-<hi>/ and named "offline-crops:...".
+
+Whether an evaluator is good enough to report anything is decided per run by
+instrument.py (held-out accuracy against chance, reference distances).
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ import hashlib
 import json
 import logging
 import math
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +45,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data.cache import PackedDataset, load_cache_dir, resolve_dataset_dir
+from ..data.crops import PackedCrops, load_crops_dir
 from ..errors import ConfigError, ModelError
 from ..settings import get_settings
 from ..utils.atomic import atomic_directory, atomic_path, atomic_write_json
@@ -44,6 +55,8 @@ log = logging.getLogger(__name__)
 FORMAT = 1
 MAX_INPUT = 64  # larger images are downsampled first: style and layout survive, cost stays low
 DEFAULT_STEPS = 1500  # ~2 minutes on 2 CPU cores at 32 px (see the report figures)
+CROPS_PER_PICTURE = 8  # crops mode: random crops per picture the evaluator learns from
+MAX_EVAL_CROPS = 32_000  # at most this many in all (about 390 MB at 64 px)
 
 
 @dataclasses.dataclass
@@ -147,6 +160,18 @@ class OfflineEvaluator:
                for x in self._batches(images)]
         return torch.cat(out) if out else torch.zeros(0, len(self.styles))
 
+    @torch.inference_mode()
+    def rotation_accuracy(self, images: torch.Tensor) -> float:
+        """Share of images whose rotation (each turned by its index mod 4 quarter turns) the
+        rotation head names: the self-supervised head's own held-out figure."""
+        hits = n = 0
+        for x in self._batches(images):
+            k = (torch.arange(x.shape[0]) + n) % 4
+            hits += int((self.net.rotation_head(self.net(_rotate(x, k.to(x.device)))).argmax(1)
+                         .cpu() == k).sum())
+            n += x.shape[0]
+        return hits / n if n else float("nan")
+
     def style_accuracy(self, images: torch.Tensor, labels: torch.Tensor) -> float:
         """Share of images classified as their label (style translation metrics use this)."""
         if images.shape[0] == 0:
@@ -192,16 +217,20 @@ def _lr_at(step: int, cfg: EvaluatorConfig) -> float:
 
 
 @torch.inference_mode()
-def _accuracy(net: EvaluatorNet, packed: PackedDataset, cfg: EvaluatorConfig) -> dict[str, float]:
-    style_hits = rot_hits = 0
+def _accuracy(net: EvaluatorNet, packed: PackedDataset, cfg: EvaluatorConfig) -> dict[str, Any]:
+    rot_hits = 0
     n = len(packed)
+    style_hits = torch.zeros(n, dtype=torch.bool)
     for i in range(0, n, 256):
         x = prepare(packed.images[i:i + 256], cfg.input_size)
         y = packed.labels[i:i + 256]
-        style_hits += int((net.style_head(net(x)).argmax(1) == y).sum())
+        style_hits[i:i + 256] = net.style_head(net(x)).argmax(1) == y
         k = torch.arange(x.shape[0]) % 4  # every rotation, deterministically
         rot_hits += int((net.rotation_head(net(_rotate(x, k))).argmax(1) == k).sum())
-    return {"style_accuracy": style_hits / max(n, 1), "rotation_accuracy": rot_hits / max(n, 1)}
+    per_style = {name: float(style_hits[packed.labels == d].double().mean())
+                 for d, name in enumerate(packed.domains) if bool((packed.labels == d).any())}
+    return {"style_accuracy": int(style_hits.sum()) / max(n, 1),
+            "rotation_accuracy": rot_hits / max(n, 1), "style_accuracy_per_style": per_style}
 
 
 def train_evaluator(packed: PackedDataset, *, name: str = "offline", steps: int | None = None,
@@ -293,25 +322,64 @@ def unsaved_offline_evaluator(packed: PackedDataset, *, steps: int | None = None
                             device=device)
 
 
+def evaluator_dir(dataset_dir: Path, resolution: int,
+                  scale: tuple[int, int] | None = None) -> Path:
+    """Where a dataset version keeps its evaluator: whole pictures, or crops at `scale`."""
+    if scale is None:
+        return dataset_dir / "evaluator" / str(resolution)
+    return dataset_dir / "evaluator" / f"crops-{resolution}-{scale[0]}-{scale[1]}"
+
+
+def crops_training_view(packed: PackedCrops, per_picture: int = CROPS_PER_PICTURE,
+                        seed: int = 0) -> PackedDataset:
+    """Every picture as `per_picture` random crops over the scale range (flipped at random),
+    file names repeated: the held-out split by file stem still applies."""
+    n = len(packed)
+    k = max(1, min(per_picture, MAX_EVAL_CROPS // max(n, 1)))
+    rows = torch.arange(n)
+    images = torch.cat([packed.gather(rows, key=seed * 1_000_003 + i) for i in range(k)])
+    return PackedDataset(images=images, labels=packed.labels.repeat(k),
+                         domains=list(packed.domains), files=list(packed.files) * k,
+                         resolution=packed.resolution, fit="crops-view")
+
+
 def get_offline_evaluator(dataset: str | Path, resolution: int, *, version: int | None = None,
                           steps: int | None = None, seed: int = 0,
+                          scale: tuple[int, int] | list[int] | None = None,
+                          replace: bool = False,
                           device: str | torch.device = "cpu") -> OfflineEvaluator:
     """The evaluator of a dataset version at `resolution`: loaded if saved, else trained once.
 
-    It is always trained on the whole dataset version, centre-cropped, whoever asks first,
-    so its identity depends only on (dataset version, resolution). `steps`/`seed` only
-    matter when it has to be trained; a saved evaluator is always reused so that numbers
-    stay comparable across runs.
+    It is always trained on the whole dataset version (its train split), centre-cropped,
+    whoever asks first, so its identity depends only on (dataset version, resolution).
+    With `scale` (crops mode) it learns from random crops of side `resolution` taken at
+    shorter sides in `scale`, as crops-mode models are trained. `steps`/`seed` only matter
+    when it has to be trained; a saved evaluator is reused so that numbers stay comparable
+    across runs, unless `replace` (one whose figures were refused: nothing compares with it).
     """
     dataset_dir = resolve_dataset_dir(dataset, version)
     name, ver = dataset_identity(dataset_dir)
-    final = dataset_dir / "evaluator" / str(resolution)
-    if (final / "config.json").is_file():
-        return OfflineEvaluator.load(final, device=device)
-    packed = load_cache_dir(dataset_dir, resolution, "crop")
-    ev = train_evaluator(packed, name=evaluator_name(name, ver, resolution), steps=steps,
-                         seed=seed)
+    crops = None if scale is None else tuple(int(v) for v in scale)
+    final = evaluator_dir(dataset_dir, resolution, crops)
     settings = get_settings()
+    if (final / "config.json").is_file():
+        if not replace:
+            return OfflineEvaluator.load(final, device=device)
+        settings.ensure_dirs()
+        trash = Path(tempfile.mkdtemp(prefix="replaced-evaluator.", dir=settings.tmp_dir))
+        final.rename(trash / "old")  # out of the way first: never half an evaluator in place
+        shutil.rmtree(trash, ignore_errors=True)
+        log.info("replacing the offline evaluator in %s", final)
+    if crops is None:
+        packed = load_cache_dir(dataset_dir, resolution, "crop")
+        ev_name = evaluator_name(name, ver, resolution)
+    else:
+        store = load_crops_dir(dataset_dir, resolution, crops)
+        log.info("training a crops evaluator for %s:%d (%d px crops at shorter sides %d-%d)",
+                 name, ver, resolution, *store.scale)
+        packed = crops_training_view(store, seed=seed)
+        ev_name = f"offline-crops:{name}@v{ver}/{resolution}@{store.scale[0]}-{store.scale[1]}"
+    ev = train_evaluator(packed, name=ev_name, steps=steps, seed=seed)
     settings.ensure_dirs()
     try:
         with atomic_directory(final, settings.tmp_dir) as work:

@@ -15,11 +15,14 @@ For every held-out stem and every ordered pair of styles (A, B) where both drawi
                   image of style B;
   identity_*      the baseline: the untranslated source vs the same target;
   style_accuracy  share of translations the offline evaluator classifies as style B
-                  (`identity_style_accuracy`: the same for the untranslated sources);
+                  (`identity_style_accuracy`: the same for the untranslated sources;
+                  `style_accuracy_per_style`: per target style B);
   diversity_*     mean pairwise distance between translations of one source with different
                   seeds (pixel L1, feature L2): no LPIPS weights exist offline;
   fid_per_style   per target style: FID (and `kid_per_style`: KID mean) between the
-                  latent-guided translations into B and all real images of B.
+                  latent-guided translations into B and all real images of B;
+                  `polychrome eval` adds each one's floor, ceiling and position between them
+                  (`fid_context_per_style`, instrument.py), after checking the instrument.
 Translations are quantised to uint8 first: the numbers describe the PNGs a user gets.
 """
 
@@ -40,6 +43,7 @@ from ..errors import ConfigError
 from ..models.base import GANModel
 from ..sampling import to_uint8
 from .fidelity import fid, kid
+from .instrument import card_figures, format_instrument, position
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +196,7 @@ def translation_metrics(translator: Translator, packed: PackedDataset, extractor
     ev_styles = list(getattr(extractor, "styles", packed.domains))
     acc: dict[str, list[torch.Tensor]] = defaultdict(list)
     gen_feats: dict[int, list[torch.Tensor]] = defaultdict(list)
+    per_style_hits: dict[int, list[torch.Tensor]] = defaultdict(list)
     n_ref = 0
 
     def hits(images: torch.Tensor, dom: torch.Tensor) -> torch.Tensor:
@@ -216,8 +221,11 @@ def translation_metrics(translator: Translator, packed: PackedDataset, extractor
         for d in dom.unique().tolist():
             gen_feats[d].append(f_out[dom == d])
         if classify is not None:
-            acc["style_accuracy"].append(hits(out, dom))
+            got = hits(out, dom)
+            acc["style_accuracy"].append(got)
             acc["identity_style_accuracy"].append(hits(src, dom))
+            for d in dom.unique().tolist():
+                per_style_hits[d].append(got[dom == d])
         # reference-guided: a random other held-out drawing of the target style
         refs, keep = [], []
         for i, (a, b) in enumerate(chunk):
@@ -243,6 +251,8 @@ def translation_metrics(translator: Translator, packed: PackedDataset, extractor
     for key in ("paired_l1_ref", "paired_ssim_ref", "paired_feat_ref", "style_accuracy",
                 "style_accuracy_ref", "identity_style_accuracy"):
         result.setdefault(key, None)
+    result["style_accuracy_per_style"] = {packed.domains[d]: _mean(v)
+                                          for d, v in sorted(per_style_hits.items())}
     result.update(_diversity(translator, held, pairs[:max_diversity], mapping, extractor,
                              seed, n_seeds))
     result.update(_fid_per_style(packed, extractor, gen_feats))
@@ -313,30 +323,51 @@ def evaluate_translation(model: GANModel, packed: PackedDataset, *, dataset_dir:
 
     from ..persistence.models import update_metrics
     from ..sampling import model_identity
-    from .api import resolve_extractor
+    from .api import usable_extractor
 
     t0 = time.perf_counter() if t0 is None else t0
-    ext = resolve_extractor(extractor, dataset=dataset_dir, resolution=packed.resolution,
-                            fit=packed.fit, inception_weights=inception_weights,
-                            evaluator_steps=evaluator_steps, device=device, packed=packed)
+    ext, instrument = usable_extractor(extractor, packed, dataset=dataset_dir, fit=packed.fit,
+                                       inception_weights=inception_weights,
+                                       evaluator_steps=evaluator_steps, device=device)
     trained = training_split(model)
     if trained is not None and trained != "train":
         log.warning("the model was trained on split %r: the held-out images were seen in "
                     "training, so paired errors are optimistic", trained)
     values = translation_metrics(ModelTranslator(model, device), packed, ext,
                                  model_styles=model.style_names, seed=seed, max_pairs=max_pairs)
+    per_style_refs = instrument["reference"].get("per_style", {})
+    values["fid_context_per_style"] = {
+        s: {"fid_floor": per_style_refs.get(s, {}).get("floor"),
+            "fid_ceiling": per_style_refs.get(s, {}).get("ceiling"),
+            "fid_position": position(v, per_style_refs.get(s, {}).get("floor"),
+                                     per_style_refs.get(s, {}).get("ceiling"))}
+        for s, v in values["fid_per_style"].items()}
     name, version = model_identity(model)
     out = {"model": f"{name}:{version}" if version else name, "dataset": dataset_label,
            "split": "heldout", "extractor": ext.name, "seed": seed, "trained_split": trained,
-           "translation": values, "seconds": round(time.perf_counter() - t0, 2)}
+           "translation": values, "instrument": instrument,
+           "seconds": round(time.perf_counter() - t0, 2)}
     ref = getattr(model, "model_ref", None)
     if record and ref is not None and ref.name is not None:
-        flat = {k: v for k, v in values.items() if isinstance(v, int | float)}
-        flat.update({f"fid[{s}]": v for s, v in values["fid_per_style"].items() if v is not None})
         update_metrics(ref.name, ref.version, {f"{ext.name} translation": {
-            **flat, "dataset": dataset_label, "split": "heldout"}})
+            **card_row(values), **card_figures(instrument), "dataset": dataset_label,
+            "split": "heldout"}})
         out["recorded"] = True
     return out
+
+
+def card_row(values: dict[str, Any]) -> dict[str, float]:
+    """A translation result as a card row: scalars, and per style as `key[style]`."""
+    flat = {k: v for k, v in values.items() if isinstance(v, int | float)}
+    for s, v in values["fid_per_style"].items():
+        if v is not None:
+            flat[f"fid[{s}]"] = v
+    for s, ctx in values["fid_context_per_style"].items():
+        flat.update({f"{k}[{s}]": v for k, v in ctx.items() if v is not None})
+    for s, v in values["style_accuracy_per_style"].items():
+        if v is not None:
+            flat[f"style_accuracy[{s}]"] = v
+    return flat
 
 
 def format_translation(result: dict[str, Any]) -> list[str]:
@@ -358,7 +389,13 @@ def format_translation(result: dict[str, Any]) -> list[str]:
         lines.append(f"  reference-guided: L1 {f(t['paired_l1_ref'])}, SSIM "
                      f"{f(t['paired_ssim_ref'])}, style accuracy {f(t['style_accuracy_ref'])}")
     lines.append(f"  diversity: L1 {f(t['diversity_l1'])}, feature {f(t['diversity_feat'])}")
-    lines += [f"  FID [{s}] {f(v)}" for s, v in t["fid_per_style"].items()]
+    for s, v in t["fid_per_style"].items():
+        ctx = t["fid_context_per_style"][s]
+        acc = t["style_accuracy_per_style"].get(s)
+        lines.append(f"  FID [{s}] {f(v)}  (floor {f(ctx['fid_floor'])}, ceiling "
+                     f"{f(ctx['fid_ceiling'])}, position {f(ctx['fid_position'])}; "
+                     f"style accuracy {f(acc)})")
+    lines += format_instrument(result["instrument"])
     if result.get("trained_split") not in (None, "train"):
         lines.append(f"  warning: trained on split {result['trained_split']!r}: held-out "
                      "images were seen in training")

@@ -145,24 +145,63 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-_FIRST_COLUMNS = ("dataset", "split", "n", "fid", "kid_mean", "kid_std", "precision", "recall")
+_FIRST_COLUMNS = ("dataset", "split", "n", "fid", "fid_floor", "fid_ceiling", "fid_position",
+                  "kid_mean", "kid_std", "precision", "recall", "evaluator_accuracy",
+                  "sample_accuracy")
+
+
+_PER_STYLE = re.compile(r"^(?P<key>[^\[\]]+)\[(?P<style>[^\[\]]+)\]$")  # "fid[cartoon]"
+_INSTRUMENT_NOTE = (
+    "Each FID comes with its instrument, measured in the same run on held-out images: "
+    "`fid_floor` (two halves of the real set), `fid_ceiling` (real vs noise images) and "
+    "`fid_position` = (fid - floor) / (ceiling - floor), 0 at the floor and 1 at the "
+    "ceiling; `evaluator_accuracy` is the evaluator's held-out style accuracy (mean over "
+    "styles; the rotation head's with one style); `ref_*` are the FIDs of blurred, noised and "
+    "other-style real images; `sample_accuracy` / `style_accuracy` are the share of "
+    "generated images the evaluator recognises as the style they were made in.")
 
 
 def _metrics_table(metrics: dict[str, Any]) -> list[str]:
-    """One row per evaluation (nested dicts, e.g. per extractor); flat values form "training"."""
+    """One row per evaluation (nested dicts, e.g. per extractor); flat values form "training".
+
+    Per-style figures (`key[style]`) go to a second table: one row per (evaluation, key),
+    one column per style.
+    """
     if not metrics:
         return ["No metrics measured yet (run `polychrome eval`)."]
     rows = {k: v for k, v in sorted(metrics.items()) if isinstance(v, dict)}
     flat = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
     if flat:
         rows = {"training": flat, **rows}
-    keys = {k for row in rows.values() for k in row}
+    per_style: dict[tuple[str, str], dict[str, Any]] = {}
+    styles: list[str] = []
+    scalar_rows: dict[str, dict[str, Any]] = {}
+    for name, row in rows.items():
+        scalar_rows[name] = {}
+        for k, v in row.items():
+            m = _PER_STYLE.match(k)
+            if m is None:
+                scalar_rows[name][k] = v
+                continue
+            per_style.setdefault((name, m["key"]), {})[m["style"]] = v
+            if m["style"] not in styles:
+                styles.append(m["style"])
+    keys = {k for row in scalar_rows.values() for k in row}
     columns = [c for c in _FIRST_COLUMNS if c in keys] + sorted(keys - set(_FIRST_COLUMNS))
     lines = ["| evaluation | " + " | ".join(columns) + " |",
              "|---" * (len(columns) + 1) + "|"]
-    for name, row in rows.items():
+    for name, row in scalar_rows.items():
         lines.append(f"| {name} | " + " | ".join(_fmt(row[c]) if c in row else "" for c in columns)
                      + " |")
+    if per_style:
+        lines += ["", "Per style:", "", "| evaluation | figure | " + " | ".join(styles) + " |",
+                  "|---" * (len(styles) + 2) + "|"]
+        for (name, key), values in per_style.items():
+            lines.append(f"| {name} | {key} | "
+                         + " | ".join(_fmt(values[s]) if s in values else "" for s in styles)
+                         + " |")
+    if "fid_position" in keys or any(k == "fid_position" for _, k in per_style):
+        lines += ["", _INSTRUMENT_NOTE]
     return lines
 
 

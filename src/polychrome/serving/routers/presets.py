@@ -39,10 +39,15 @@ def presets(model: str = Query("dcgan", min_length=1, max_length=64,
 
 @router.post("/presets/estimate", responses=errors(404))
 async def estimate(body: EstimateIn, state: ServiceState = Depends(get_state)) -> Any:
-    """How long a preset takes on THIS machine: trains the exact configuration for a few
-    steps on the dataset in a separate process and times it (cached for 10 minutes).
-    `config` overrides the preset's run config as a train job's does (e.g. pix2pix's crop
-    and model_config task / scales)."""
+    """How long a preset takes on THIS machine: trains each preset's exact job configuration
+    for a few steps on the dataset in a separate process and times it after a warm-up step
+    (cached for 10 minutes). The answer: the chosen preset's steps and ETA, the measured
+    rate (seconds_per_step, images_per_second, cpu_seconds_per_step, threads, steps_timed,
+    setup / warm-up / checkpoint seconds), `basis` (how it was measured, in words), `job`
+    (the fields to POST to /api/jobs) and `presets` (every preset's steps, rate and ETA).
+    Quick's steps are sized to about 5 minutes at the measured rate unless `steps` is given
+    (`sizing` says how). `config` overrides the preset's run config as a train job's does
+    (e.g. crop for a translator on crops, pix2pix's model_config task / scales)."""
     checked_ref(body.model, "architecture")
     checked_ref(body.dataset, "dataset")
     return await asyncio.to_thread(ESTIMATOR.estimate, state.settings, body.model,

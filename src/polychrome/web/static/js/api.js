@@ -3,6 +3,9 @@
 
 const KEY_STORAGE = "polychrome.apiKey";
 
+// The safe decoder's reasons for refusing a picture (ImageRejected codes).
+export const PICTURE_REFUSED = ["corrupt", "unsupported", "too_large", "too_small", "unsafe"];
+
 export class ApiError extends Error {
   constructor(status, code, message) {
     super(message);

@@ -9,11 +9,12 @@ import * as gallery from "./pages/gallery.js";
 import * as datasets from "./pages/datasets.js";
 import * as train from "./pages/train.js";
 import * as models from "./pages/models.js";
+import * as pnginfo from "./pages/pnginfo.js";
 
-const PAGES = { create, restyle, blend, restore, gallery, datasets, train, models };
+const PAGES = { create, restyle, blend, restore, gallery, datasets, train, models, pnginfo };
 const TITLES = {
   create: "Create", restyle: "Restyle", blend: "Blend", restore: "Restore", gallery: "Gallery",
-  datasets: "Datasets", train: "Train", models: "Models",
+  datasets: "Datasets", train: "Train", models: "Models", pnginfo: "PNG info",
 };
 
 const view = document.getElementById("view");

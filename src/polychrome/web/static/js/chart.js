@@ -2,10 +2,19 @@
 const COLORS = ["#5b3cc4", "#d9480f", "#1b7a3a", "#0b7285", "#c2255c", "#5c940d", "#e67700", "#343a40"];
 
 export class LineChart {
-  constructor(canvas, legend) {
+  /** label(name): the words a legend shows for a series; shown(name): whether it is drawn. */
+  constructor(canvas, legend, { label = (name) => name, shown = () => true } = {}) {
     this.canvas = canvas;
     this.legend = legend;
+    this.label = label;
+    this.shown = shown;
     this.series = new Map(); // name -> [[step, value], ...]
+  }
+
+  /** Draw only the series `shown(name)` accepts (the others keep their points). */
+  setShown(shown) {
+    this.shown = shown;
+    this.draw();
   }
 
   add(step, values) {
@@ -29,7 +38,9 @@ export class LineChart {
     const ctx = c.getContext("2d");
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.clearRect(0, 0, w, hgt);
-    const all = [...this.series.values()].flat();
+    const visible = [...this.series].filter(([name]) => this.shown(name));
+    const all = visible.map(([, pts]) => pts).flat();
+    this.legend.replaceChildren();
     if (!all.length) {
       ctx.fillStyle = "#5c5c66";
       ctx.font = "13px system-ui, sans-serif";
@@ -58,10 +69,9 @@ export class LineChart {
     ctx.fillText(`step ${x0}`, pad.l, hgt - 6);
     const right = `step ${x1}`;
     ctx.fillText(right, w - pad.r - ctx.measureText(right).width, hgt - 6);
-    let i = 0;
-    this.legend.replaceChildren();
-    for (const [name, pts] of this.series) {
-      const color = COLORS[i++ % COLORS.length];
+    for (const [name, pts] of visible) {
+      // a series keeps its colour when others are shown or hidden
+      const color = COLORS[[...this.series.keys()].indexOf(name) % COLORS.length];
       ctx.strokeStyle = color;
       ctx.lineWidth = 2;
       ctx.beginPath();
@@ -70,7 +80,8 @@ export class LineChart {
       const sw = document.createElement("i");
       sw.style.background = color;
       const item = document.createElement("span");
-      item.append(sw, `${name} ${pts[pts.length - 1][1].toPrecision(3)}`);
+      item.dataset.key = name;
+      item.append(sw, `${this.label(name)} ${pts[pts.length - 1][1].toPrecision(3)}`);
       this.legend.append(item);
     }
   }

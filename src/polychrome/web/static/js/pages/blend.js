@@ -5,7 +5,7 @@
 // (POST /api/interpolate).
 import { addSessionReference, imageName, openRestyleSession, postImage } from "../api.js";
 import { fullSizeControls, previewCaption } from "../fullsize.js";
-import { listModels } from "../state.js";
+import { listModels, takeRecipe } from "../state.js";
 import {
   clearError, debounce, dropZone, errorBox, field, fillModels, h, seedField, showError, status,
 } from "../ui.js";
@@ -21,6 +21,7 @@ export function mount(root, params) {
 
   const modelSel = h("select", {});
   const modelErr = errorBox();
+  const loaded = h("p", { class: "hint loaded" });
   const pictureBox = h("div", {});
   const pictureErr = errorBox();
   const weightsBox = h("div", { class: "weights stack" });
@@ -44,7 +45,7 @@ export function mount(root, params) {
 
   root.append(h("h1", {}, "Blend"), h("div", { class: "cols" },
     h("div", { class: "panel" },
-      field("Model", modelSel, "Models with several styles."), modelErr,
+      field("Model", modelSel, "Models with several styles."), modelErr, loaded,
       pictureBox, pictureErr,
       h("fieldset", {}, h("legend", {}, "Weights"), weightsBox),
       refWrap, refErr,
@@ -57,30 +58,55 @@ export function mount(root, params) {
       h("div", { class: "row" }, animBtn, animLink), animErr, anim)));
 
   const live = debounce(() => render(false), 120);
-  modelSel.addEventListener("change", () => setupModel());
+  modelSel.addEventListener("change", () => { loaded.textContent = ""; setupModel(); });
   seed.input.addEventListener("change", () => render(true));
 
   function model() { return models.find((m) => m.name === modelSel.value); }
   const isTranslation = () => model() && model().family === "translation";
 
   async function load() {
+    const recipe = takeRecipe("blend");
     try { models.push(...(await listModels())); } catch (e) { showError(modelErr, e); return; }
     if (!fillModels(modelSel, models, (m) => m.styles.length > 1 && m.arch !== "cyclegan", params.get("model") || "")) {
       modelErr.textContent = "No model with several styles yet: train one on the Train page.";
       return;
     }
-    setupModel();
+    if (recipe && modelSel.value !== recipe.model) {
+      showError(modelErr, new Error(`no model with several styles named ${recipe.model} here`));
+      setupModel();
+      return;
+    }
+    if (recipe) seed.input.value = String(recipe.seed);
+    setupModel(recipe);
+    if (recipe) loaded.textContent = ["Weights and seed loaded from the PNG.", ...recipe.notes].join(" ");
   }
 
-  function setupModel() {
+  // What the previous model made (its blend, its animation) leaves with it.
+  function clearResults() {
+    if (inflight) inflight.abort();
+    live.cancel();
+    for (const img of [result, anim]) img.removeAttribute("src");
+    result.alt = "Blend: no result yet";
+    anim.hidden = true;
+    animLink.hidden = true;
+    animLink.removeAttribute("href");
+    download.hidden = true;
+    clearError(resultErr);
+    clearError(animErr);
+  }
+
+  /** recipe (from a dropped PNG): its weights and animation ends instead of the defaults. */
+  function setupModel(recipe = null) {
     const m = model();
+    clearResults();
     session = null;
     full.setSession(null);
     caption.textContent = "The blend";
     refs.clear();
     rows = [];
     weightsBox.replaceChildren();
-    m.styles.forEach((s, i) => addRow(s, s, i < 2 ? 0.5 : 0));
+    const given = recipe && Object.keys(recipe.weights || {}).length ? recipe.weights : null;
+    m.styles.forEach((s, i) => addRow(s, s, given ? given[s] || 0 : i < 2 ? 0.5 : 0));
     refWrap.hidden = !isTranslation();
     if (isTranslation()) {
       const zone = dropZone({ label: "Drop the picture to restyle, or choose one", accept: "image/*", onFiles: (f) => setPicture(f[0].file) });
@@ -93,6 +119,10 @@ export function mount(root, params) {
       render(true);
     }
     fillEnds();
+    if (recipe && recipe.from && recipe.to && m.styles.includes(recipe.from) && m.styles.includes(recipe.to)) {
+      fromSel.value = recipe.from;
+      toSel.value = recipe.to;
+    }
   }
 
   function addRow(key, label, value, thumb) {
@@ -220,9 +250,11 @@ export function mount(root, params) {
     }
     animBtn.disabled = true;
     animBtn.textContent = "Rendering…";
+    const forModel = modelSel.value;
     try {
       const gif = await postImage("/api/interpolate", opts);
       urls.add(gif.url);
+      if (modelSel.value !== forModel) return;
       anim.src = gif.url;
       anim.hidden = false;
       animLink.href = gif.url;

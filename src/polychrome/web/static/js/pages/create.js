@@ -1,6 +1,6 @@
 // Create: generate images from a noise -> image model, one style at a time.
 import { imageName, postImage } from "../api.js";
-import { handoff, listModels } from "../state.js";
+import { handoff, listModels, takeRecipe } from "../state.js";
 import { samplesSwatches, swatchGroup } from "../swatches.js";
 import { clearError, errorBox, field, fillModels, h, seedField, showError, slider, status, upscaleField } from "../ui.js";
 
@@ -38,6 +38,10 @@ export function mount(root, params) {
   modelSel.addEventListener("change", () => pickModel(modelSel.value));
 
   async function load() {
+    const recipe = takeRecipe("create");
+    if (recipe) {
+      handoff.create = { model: recipe.model, style: recipe.style, seed: recipe.seed, truncation: recipe.truncation };
+    }
     try {
       models.push(...(await listModels()));
     } catch (e) { showError(modelErr, e); return; }
@@ -57,6 +61,13 @@ export function mount(root, params) {
       count.value = "1";
       if (s.truncation !== undefined) { trunc.input.value = String(s.truncation); trunc.output.textContent = String(s.truncation); }
       setStyle(s.style);
+      if (recipe && modelSel.value !== recipe.model) showError(modelErr, new Error(`no noise → image model named ${recipe.model} here`));
+      if (recipe && recipe.upscale) {
+        const opt = [...upscale.select.options].find((o) => o.value === String(recipe.upscale) && !o.disabled);
+        if (opt) upscale.select.value = opt.value;
+        else recipe.notes.push(`It was upscaled ×${recipe.upscale}, and no super-resolution model for ×${recipe.upscale} is here.`);
+      }
+      if (recipe) note.textContent = ["Settings loaded from the PNG: press Generate to make it again.", ...recipe.notes].join(" ");
     }
   }
 

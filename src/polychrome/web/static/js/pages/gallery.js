@@ -1,5 +1,6 @@
 // Gallery: everything generated, newest first; open one for its metadata and regenerate it.
 import { getJSON, postImage, request } from "../api.js";
+import { pngRecipe } from "../recipes.js";
 import { handoff, listModels } from "../state.js";
 import {
   apiImg, clearError, downloadLink, errorBox, field, h, metaTable, showError, status,
@@ -63,7 +64,7 @@ export function mount(root, params) {
     const actions = h("div", { class: "row" },
       downloadLink(im.url, `polychrome-${im.id}.png`),
       h("button", { type: "button", onclick: () => regenerate() }, "Regenerate"),
-      h("button", { type: "button", class: "secondary", onclick: () => reuse() }, !meta.recipe ? "Reuse settings" : meta.source_sha256 ? "Restyle again" : "Blend again"),
+      h("button", { type: "button", class: "secondary", onclick: () => reuse() }, `Open in ${pngRecipe({ model: im.model, ...meta }).title}`),
       h("button", { type: "button", class: "danger", onclick: () => remove() }, "Delete"),
       h("button", { type: "button", class: "secondary", onclick: () => dialog.close() }, "Close"));
     dialog.replaceChildren(
@@ -92,14 +93,12 @@ export function mount(root, params) {
       }
     }
 
+    // The page that made it, with its form filled from the metadata (as PNG info does).
     function reuse() {
       dialog.close();
-      if (meta.recipe) {
-        location.hash = `#/${meta.source_sha256 ? "restyle" : "blend"}?model=${encodeURIComponent(im.model)}`;
-      } else {
-        handoff.create = { model: im.model, style: im.style, seed: im.seed ?? 0, truncation: im.truncation ?? 1 };
-        location.hash = "#/create";
-      }
+      const recipe = pngRecipe({ model: im.model, ...meta });
+      handoff.recipe = recipe;
+      location.hash = recipe.hash;
     }
 
     async function remove() {

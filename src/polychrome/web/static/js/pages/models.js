@@ -1,6 +1,7 @@
 // Models: each model's styles, sample grid, model card (measured metrics), versions.
 import { getJSON } from "../api.js";
 import { listModels, showModel } from "../state.js";
+import { headline, metricsView } from "../metrics.js";
 import { apiImg, errorBox, h, showError } from "../ui.js";
 
 export function mount(root, params) {
@@ -53,15 +54,15 @@ export function mount(root, params) {
         panel.append(h("h3", {}, "Samples (a row per style, seeds 0–7)"),
           apiImg(`/api/models/${encodeURIComponent(name)}/samples.png?cols=8`, `Sample grid of ${name}`, { class: "grid-img scaled" }));
       }
-      const metrics = Object.entries(m.metrics || {});
-      panel.append(h("h3", {}, "Measured metrics"), metrics.length
-        ? h("table", {}, h("tbody", {}, ...metrics.map(([k, v]) => h("tr", {}, h("th", { scope: "row" }, k), h("td", { class: "num" }, typeof v === "number" ? v.toPrecision(4) : JSON.stringify(v))))))
+      const measured = Object.keys(m.metrics || {}).length;
+      panel.append(h("h3", {}, "Measured metrics"), measured
+        ? metricsView(m.metrics, m.styles)
         : h("p", { class: "empty" }, "None measured yet (run an eval job: POST /api/jobs kind eval)."));
-      panel.append(h("h3", {}, "Versions"), h("div", { class: "scroll" }, h("table", {},
+      panel.append(h("h3", {}, "Versions"), h("div", { class: "scroll" }, h("table", { class: "versions" },
         h("thead", {}, h("tr", {}, h("th", {}, "Version"), h("th", {}, "Created"), h("th", {}, "Styles"), h("th", {}, "Metrics"))),
         h("tbody", {}, ...m.versions.map((v) => h("tr", {},
-          h("td", {}, String(v.version)), h("td", {}, v.created), h("td", {}, v.styles.join(", ")),
-          h("td", {}, Object.entries(v.metrics || {}).map(([k, x]) => `${k}=${typeof x === "number" ? x.toPrecision(3) : x}`).join(" "))))))));
+          h("td", {}, String(v.version)), h("td", {}, formatDate(v.created)), h("td", {}, v.styles.join(", ")),
+          h("td", {}, headline(v.metrics || {}))))))));
       panel.append(h("h3", {}, "Model card"), h("pre", { class: "model-card" }, m.card || "(no card)"));
       await runInfo(panel, m);
     } catch (e) { showError(err, e); }
@@ -80,4 +81,9 @@ export function mount(root, params) {
   }
 
   load();
+}
+
+// "2026-03-01 14:05" from the store's ISO time (seconds and fractions add nothing here).
+function formatDate(iso) {
+  return String(iso ?? "").replace("T", " ").slice(0, 16);
 }

@@ -3,7 +3,7 @@
 // painted on a canvas over the picture with a mouse, pen or finger (pointer events); the
 // mask goes to the server as a PNG at the picture's own pixel size, white = fill. The result
 // comes back at full size, is kept in the gallery and is compared on a before / after slider.
-import { postImage } from "../api.js";
+import { PICTURE_REFUSED, postImage } from "../api.js";
 import { listModels } from "../state.js";
 import { clearError, dropZone, errorBox, field, fillModels, h, showError, slider, status } from "../ui.js";
 
@@ -103,8 +103,9 @@ export function mount(root, params) {
     try { models.push(...(await listModels())); } catch (e) { showError(modelErr, e); return; }
     const wanted = params.get("model");
     const m = wanted && models.find((x) => x.name === wanted && x.family === "restoration");
-    if (m) {
-      const t = TASKS.find((x) => fits(x)(m));
+    if (m) { // the task asked for when this model does it (an sr model may do x2 and x4)
+      const asked = TASKS.find((x) => x.value === params.get("task"));
+      const t = asked && fits(asked)(m) ? asked : TASKS.find((x) => fits(x)(m));
       if (t) taskSel.value = t.value;
     } else if (TASKS.some((t) => t.value === params.get("task"))) {
       taskSel.value = params.get("task");
@@ -141,9 +142,11 @@ export function mount(root, params) {
     const url = objectUrl(blob);
     const probe = new Image();
     probe.src = url;
+    let shown = true;
     try {
       await probe.decode();
     } catch {
+      shown = false; // no broken image on screen: the message says why
       showError(inputErr, new Error(`${name}: this browser cannot show the picture (the server may still read it)`));
     }
     picture = { blob, name: name || "picture.png", url, width: probe.naturalWidth || 0, height: probe.naturalHeight || 0 };
@@ -153,7 +156,7 @@ export function mount(root, params) {
     canvas.height = Math.max(1, picture.height);
     for (const box of [pictureBox, compareBox]) box.style.setProperty("--aspect", String(canvas.width / canvas.height));
     painted = false;
-    pictureBox.hidden = false;
+    pictureBox.hidden = !shown;
     resultBox.hidden = true;
     emptyResult.hidden = false;
     describePicture();
@@ -271,6 +274,11 @@ export function mount(root, params) {
     } catch (e) {
       note.textContent = "";
       showError(err, e);
+      if (PICTURE_REFUSED.includes(e.code) || e.status === 413) { // the picture itself: off the screen
+        picture = null;
+        pictureBox.hidden = true;
+        pictureCaption.textContent = "No picture: choose another one.";
+      }
     } finally {
       clearInterval(timer);
       busy = false;

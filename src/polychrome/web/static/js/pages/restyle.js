@@ -3,9 +3,9 @@
 // changing the style or the strength then only re-runs the decoder. Previews are not
 // kept; "Save" / "Download full size" render the same style at full size into the gallery
 // (models trained on crops preview at <= 512 px and render the picture's own size).
-import { addSessionReference, imageName, openRestyleSession, postImage, request } from "../api.js";
+import { PICTURE_REFUSED, addSessionReference, imageName, openRestyleSession, postImage, request } from "../api.js";
 import { fullSizeControls, previewCaption } from "../fullsize.js";
-import { handoff, listModels } from "../state.js";
+import { handoff, listModels, takeRecipe } from "../state.js";
 import { swatchGroup } from "../swatches.js";
 import {
   apiImg, clearError, debounce, downloadLink, dropZone, errorBox, field, fillModels, h, seedField, showError,
@@ -61,6 +61,11 @@ export function mount(root, params) {
 
   let group = null;
   const live = debounce(() => render(), 120);
+  before.addEventListener("error", () => {
+    if (!before.getAttribute("src")) return;
+    before.removeAttribute("src");
+    before.alt = `Before: ${picture ? picture.name : "picture"} (this browser cannot show it)`;
+  });
 
   modelSel.addEventListener("change", () => { buildStyles(); if (picture) openSession(); });
   strength.input.addEventListener("input", () => live());
@@ -72,21 +77,31 @@ export function mount(root, params) {
   function buildStyles() {
     const m = model();
     if (!m) return;
-    target = target && target.startsWith("ref:") ? null : target;
+    target = target && !target.startsWith("ref:") && m.styles.includes(target) ? target : null;
     group = swatchGroup("Target style", m.styles.map((s) => ({ value: s, label: s })), (v) => { target = v; render(); }, null);
     styleBox.replaceChildren(group.el);
-    if (!target) {
+    if (target) group.select(target);
+    else {
       target = m.styles[Math.min(1, m.styles.length - 1)];
       group.select(target);
     }
   }
 
   async function load() {
+    const recipe = takeRecipe("restyle");
     try { models.push(...(await listModels())); } catch (e) { showError(modelErr, e); return; }
     upscale.setModels(models);
     if (!fillModels(modelSel, models, (m) => m.family === "translation", params.get("model") || "")) {
       modelErr.textContent = "No image → image model yet: train a stargan (or cyclegan) on the Train page.";
       return;
+    }
+    if (recipe) {
+      if (modelSel.value !== recipe.model) showError(modelErr, new Error(`no image → image model named ${recipe.model} here`));
+      else if (recipe.style && model().styles.includes(recipe.style)) target = recipe.style;
+      strength.input.value = String(recipe.strength);
+      strength.output.textContent = String(recipe.strength);
+      seed.input.value = String(recipe.seed);
+      note.textContent = ["Settings loaded from the PNG: choose the picture to restyle.", ...recipe.notes].join(" ");
     }
     buildStyles();
     if (handoff.restyle) {
@@ -102,11 +117,22 @@ export function mount(root, params) {
     return u;
   }
 
+  // The before / after pictures show only what the server accepted: a rejected upload
+  // leaves the message, never a broken image.
+  function clearPictures() {
+    for (const img of [before, after]) img.removeAttribute("src");
+    before.alt = "Before: no picture yet";
+    after.alt = "After: no result yet";
+    delete after.dataset.style;
+    afterCaption.textContent = "After";
+    download.hidden = true;
+  }
+
   function setPicture(blob, name) {
     clearError(inputErr);
+    clearError(resultErr);
+    clearPictures();
     picture = { blob, name: name || "picture.png" };
-    before.src = objectUrl(blob);
-    before.alt = `Before: ${picture.name}`;
     openSession();
   }
 
@@ -115,12 +141,25 @@ export function mount(root, params) {
     session = null;
     full.setSession(null);
     note.textContent = "Uploading and encoding the picture…";
+    const pic = picture;
     try {
-      session = await openRestyleSession(modelSel.value, picture.blob, picture.name);
+      session = await openRestyleSession(modelSel.value, pic.blob, pic.name);
     } catch (e) {
+      if (picture !== pic) return; // another picture was chosen meanwhile
       showError(inputErr, e);
-      note.textContent = "";
+      if (PICTURE_REFUSED.includes(e.code) || e.status === 413) {
+        picture = null; // the picture itself was refused
+        clearPictures();
+        note.textContent = "Choose another picture.";
+      } else {
+        note.textContent = "";
+      }
       return;
+    }
+    if (picture !== pic) return;
+    if (!before.getAttribute("src")) {
+      before.src = objectUrl(pic.blob);
+      before.alt = `Before: ${pic.name}`;
     }
     full.setSession(session);
     for (const img of [before, after]) img.classList.toggle("smooth", Boolean(session.native));

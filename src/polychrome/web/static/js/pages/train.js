@@ -4,11 +4,25 @@
 import { getJSON, postJSON, request } from "../api.js";
 import { LineChart } from "../chart.js";
 import { watchJob } from "../jobs.js";
+import { isCurve, isMainLoss, lossName } from "../losses.js";
 import { apiImg, clearError, errorBox, field, formatDuration, h, showError, status } from "../ui.js";
+
+const FAMILY_KEY = "polychrome.train.model"; // the model family last chosen on this page
+
+function remembered() {
+  try { return localStorage.getItem(FAMILY_KEY) || ""; } catch { return ""; }
+}
+
+function remember(value) {
+  try { localStorage.setItem(FAMILY_KEY, value); } catch { /* private mode: the URL keeps it */ }
+  // The address says it too, so a reload or a shared link opens the same family.
+  history.replaceState(null, "", `#/train?model=${encodeURIComponent(value)}`);
+}
 
 export function mount(root, params) {
   let presets = [];
   let stop = null;
+  let measured = null; // {key, steps, seconds} of the last measured estimate
 
   const dsSel = h("select", {});
   const archSel = h("select", {});
@@ -49,7 +63,7 @@ export function mount(root, params) {
   root.append(h("h1", {}, "Train"), h("div", { class: "cols" }, form,
     h("div", {}, jobView, h("section", { class: "panel" }, h("h2", {}, "Recent training jobs"), recent))));
 
-  archSel.addEventListener("change", () => loadPresets());
+  archSel.addEventListener("change", () => { remember(archSel.value); loadPresets(); });
   taskSel.addEventListener("change", () => { scalesField.hidden = taskSel.value !== "sr"; });
   for (const el of [dsSel, steps, resolution, batch, taskSel, scales, crop]) el.addEventListener("change", () => { estOut.textContent = "Time: not measured yet."; });
 
@@ -67,7 +81,8 @@ export function mount(root, params) {
         for (const a of archs.items.filter((x) => x.family === fam)) group.append(h("option", { value: a.name, dataset: { desc: a.description, family: fam } }, a.name));
         if (group.children.length) archSel.append(group);
       }
-      archSel.value = params.get("model") || "dcgan";
+      const known = (v) => v && [...archSel.options].some((o) => o.value === v);
+      archSel.value = [params.get("model"), remembered(), "dcgan"].find(known) || "";
       if (!archSel.value && archSel.options.length) archSel.selectedIndex = 0;
       await loadPresets();
     } catch (e) { showError(formErr, e); }
@@ -112,6 +127,11 @@ export function mount(root, params) {
     return presets.find((p) => p.name === name) || presets[0];
   }
   const num = (el) => (el.value.trim() === "" ? null : parseInt(el.value, 10));
+  // What an estimate was measured for: a change to any of these makes it stale.
+  const settingsKey = () => JSON.stringify([archSel.value, dsSel.value, preset()?.name, steps.value, resolution.value,
+    batch.value, taskSel.value, scales.value, crop.value]);
+  /** The measured rate (steps per second) for the settings on the form, or null. */
+  const measuredRate = () => (measured && measured.key === settingsKey() ? measured.steps / measured.seconds : null);
 
   async function measure() {
     clearError(estErr);
@@ -124,6 +144,7 @@ export function mount(root, params) {
       if (extra) { body.config = extra; delete body.resolution; }
       const e = await postJSON("/api/presets/estimate", body);
       estOut.textContent = `About ${formatDuration(e.estimated_seconds)} for ${e.steps.toLocaleString()} steps on this machine (${e.basis}).`;
+      if (e.estimated_seconds > 0) measured = { key: settingsKey(), steps: e.steps, seconds: e.estimated_seconds };
     } catch (e) {
       estOut.textContent = "Time: not measured.";
       showError(estErr, e);
@@ -134,8 +155,15 @@ export function mount(root, params) {
     clearError(startErr);
     const p = preset();
     if (!p) { showError(startErr, new Error("choose a preset")); return; }
-    const total = num(steps) || p.steps;
-    const config = { ...p.config, sample_every: Math.max(1, Math.floor(total / 10)), checkpoint_every: Math.max(1, Math.floor(total / 5)), log_every: Math.max(1, Math.min(10, Math.floor(total / 50))) };
+    // The steps the estimate chose (Quick is sized to about 5 minutes on this machine) when it
+    // was measured for these settings; else the preset's own.
+    const total = num(steps) || (measured && measured.key === settingsKey() ? measured.steps : p.steps);
+    // A sample grid every tenth of the run, and the first within about a minute when the
+    // rate on this machine was measured.
+    const rate = measuredRate();
+    const tenth = Math.max(1, Math.floor(total / 10));
+    const sampleEvery = rate ? Math.max(1, Math.min(tenth, Math.round(rate * 45))) : tenth;
+    const config = { ...p.config, sample_every: sampleEvery, checkpoint_every: Math.max(1, Math.floor(total / 5)), log_every: Math.max(1, Math.min(10, Math.floor(total / 50))) };
     let extra = null;
     try { extra = restorationConfig(); } catch (e) { showError(startErr, e); return; }
     if (extra) {
@@ -148,21 +176,24 @@ export function mount(root, params) {
     start.disabled = true;
     try {
       const job = await postJSON("/api/jobs", body);
-      follow(job);
+      follow(job, rate);
       listRecent();
     } catch (e) { showError(startErr, e); } finally { start.disabled = false; }
   }
 
-  function follow(job) {
+  function follow(job, estimatedRate = null) {
     if (stop) stop();
     jobView.hidden = false;
-    const title = h("h2", {}, `Training ${job.params?.config?.model || ""} on ${job.params?.config?.dataset || ""}`);
-    const stateLine = status(`State: ${job.state}`);
+    const cfg = job.params?.config || {};
+    const title = h("h2", {}, `Training ${cfg.model || ""} on ${cfg.dataset || ""}`);
+    const stateLine = status("");
     const bar = h("progress", { max: "1", value: String(job.progress || 0), "aria-label": "Training progress" });
-    const eta = h("p", { class: "eta" }, "");
+    const eta = h("p", { class: "eta", "aria-live": "off" }, "");
     const canvas = h("canvas", { class: "chart", role: "img", "aria-label": "Loss curves" });
     const legend = h("div", { class: "legend" });
-    const chart = new LineChart(canvas, legend);
+    const allBox = h("input", { type: "checkbox" });
+    const chart = new LineChart(canvas, legend, { label: lossName, shown: isMainLoss });
+    allBox.addEventListener("change", () => chart.setShown(allBox.checked ? () => true : isMainLoss));
     const sample = h("div", { class: "sample" }, h("p", { class: "hint" }, "The latest sample grid appears here."));
     const metrics = h("div", { class: "scroll" });
     const cancel = h("button", { type: "button", class: "danger", onclick: () => doCancel() }, "Cancel");
@@ -171,10 +202,62 @@ export function mount(root, params) {
     const err = errorBox();
     const done = h("div", { "aria-live": "polite" });
     jobView.replaceChildren(title, stateLine, bar, eta, h("h3", {}, "Losses"), canvas, legend,
+      h("label", { class: "check" }, allBox, " Show every logged value (penalties, scores, reference-guided losses)"),
       h("h3", {}, "Latest samples"), sample, h("h3", {}, "Metrics"), metrics, h("div", { class: "row" }, cancel, retry), err, done);
     showRetry(job);
     chart.draw();
     jobView.scrollIntoView({ block: "nearest" });
+
+    // What the page knows of the job: the job row, then each progress event on top of it.
+    const cur = { ...job };
+    let cancelling = false;
+    let seen = null; // {step, t}: the first step this page saw the job at, for its own rate
+    let rate = null; // steps per second
+    const planned = () => cur.total || cfg.steps || 0;
+    const since = (iso) => {
+      const t = Date.parse(iso || "");
+      return Number.isFinite(t) ? Math.max(0, (Date.now() - t) / 1000) : null;
+    };
+    const perStep = (r) => (r >= 1 ? `${r.toPrecision(3)} steps/s` : `${(1 / r).toPrecision(3)} s per step`);
+
+    function describe() {
+      const total = planned();
+      const s = cur.state;
+      if (s === "queued") {
+        const waited = since(cur.created);
+        stateLine.textContent = "State: queued, waiting for a free worker" + (waited !== null ? ` (${formatDuration(waited)} so far)` : "") + ".";
+        const left = Math.max(0, total - (cur.step || 0)); // a retried job resumes where it stopped
+        eta.textContent = `Queued · ${(cur.step || 0).toLocaleString()} / ${total.toLocaleString()} steps · ` + (estimatedRate
+          ? `about ${formatDuration(left / estimatedRate)} once it starts (${perStep(estimatedRate)}, measured on this machine)`
+          : "rate and time left once it starts");
+        return;
+      }
+      if (s === "running" && (cur.step || 0) === 0 && !Object.keys(cur.metrics || {}).length) {
+        const ran = since(cur.started);
+        stateLine.textContent = cancelling ? "Cancelling: saving a checkpoint…"
+          : "State: starting, building the model and loading the data" + (ran !== null ? ` (${formatDuration(ran)})` : "") + ".";
+        eta.textContent = `Starting · 0 / ${total.toLocaleString()} steps · ` + (estimatedRate
+          ? `about ${formatDuration(total / estimatedRate)} (${perStep(estimatedRate)}, measured on this machine)` : "measuring the rate…");
+        return;
+      }
+      const pct = Math.round((cur.progress || 0) * 100);
+      const parts = [`Step ${(cur.step || 0).toLocaleString()} / ${total.toLocaleString()}`, `${pct} %`];
+      if (rate) parts.push(perStep(rate));
+      if (s === "running") {
+        if (cur.eta_seconds !== null && cur.eta_seconds !== undefined) parts.push(`about ${formatDuration(cur.eta_seconds)} left`);
+        else parts.push(rate ? `about ${formatDuration((total - cur.step) / rate)} left` : "measuring the rate…");
+        const ran = since(cur.started);
+        stateLine.textContent = cancelling ? "Cancelling: saving a checkpoint…"
+          : "State: training" + (ran !== null ? ` for ${formatDuration(ran)}` : "") + ".";
+      } else {
+        const took = (Date.parse(cur.finished || "") - Date.parse(cur.started || "")) / 1000;
+        if (Number.isFinite(took) && took >= 0) parts.push(`${s} after ${formatDuration(took)}`);
+        stateLine.textContent = `State: ${s}`;
+      }
+      eta.textContent = parts.join(" · ");
+    }
+    describe();
+    const ticker = setInterval(describe, 1000); // the waiting and running times move every second
 
     async function doRetry() {
       clearError(err);
@@ -188,25 +271,43 @@ export function mount(root, params) {
 
     async function doCancel() {
       clearError(err);
-      try { await request(`/api/jobs/${job.id}/cancel`, { method: "POST" }); stateLine.textContent = "Cancelling: saving a checkpoint…"; } catch (e) { showError(err, e); }
+      try {
+        await request(`/api/jobs/${job.id}/cancel`, { method: "POST" });
+        cancelling = true;
+        describe();
+      } catch (e) { showError(err, e); }
     }
 
-    stop = watchJob(job.id, {
-      state: (s) => { stateLine.textContent = `State: ${s}`; },
+    const unwatch = watchJob(job.id, {
+      state: (s) => { cur.state = s; if (s === "running" && !cur.started) cur.started = new Date().toISOString(); describe(); },
       progress: (p) => {
+        Object.assign(cur, p);
+        const now = Date.now();
+        if (p.state === "running" && p.step > 0) {
+          // The server's ETA is over this attempt's steps: its rate is the one it predicts with.
+          if (p.eta_seconds > 0 && p.total > p.step) rate = (p.total - p.step) / p.eta_seconds;
+          else if (seen && p.step > seen.step) rate = (p.step - seen.step) / ((now - seen.t) / 1000);
+          if (!seen) seen = { step: p.step, t: now };
+        }
         bar.value = p.progress || 0;
-        const pct = Math.round((p.progress || 0) * 100);
-        eta.textContent = `Step ${p.step} / ${p.total} · ${pct}%` + (p.eta_seconds !== null && p.eta_seconds !== undefined ? ` · about ${formatDuration(p.eta_seconds)} left` : "");
+        describe();
         const m = p.metrics || {};
-        const losses = Object.fromEntries(Object.entries(m).filter(([k]) => k.toLowerCase().includes("loss")));
-        chart.add(p.step, Object.keys(losses).length ? losses : m);
-        metrics.replaceChildren(h("table", {}, h("tbody", {}, ...Object.entries(m).map(([k, v]) => h("tr", {}, h("th", { scope: "row" }, k), h("td", { class: "num" }, typeof v === "number" ? v.toPrecision(4) : String(v)))))));
+        chart.add(p.step, Object.fromEntries(Object.entries(m).filter(([k]) => isCurve(k))));
+        metrics.replaceChildren(h("table", {}, h("tbody", {}, ...Object.entries(m).map(([k, v]) => h("tr", {},
+          h("th", { scope: "row", title: k }, lossName(k)),
+          h("td", { class: "num" }, typeof v === "number" ? v.toPrecision(4) : String(v)))))));
       },
-      sample: (s) => { sample.replaceChildren(apiImg(s.url, `Sample grid ${s.file}`, { class: "grid-img" }), h("p", { class: "hint" }, s.file)); },
+      sample: (s) => {
+        const at = /(\d+)/.exec(s.file);
+        sample.replaceChildren(apiImg(s.url, `Sample grid ${s.file}`, { class: "grid-img" }),
+          h("p", { class: "hint" }, at ? `Samples at step ${parseInt(at[1], 10).toLocaleString()} (${s.file})` : s.file));
+      },
       end: (j) => {
+        Object.assign(cur, j);
         cancel.disabled = true;
         showRetry(j);
-        stateLine.textContent = `State: ${j.state}`;
+        describe();
+        clearInterval(ticker);
         if (j.state === "succeeded") {
           bar.value = 1;
           const m = j.result && j.result.model;
@@ -221,6 +322,7 @@ export function mount(root, params) {
       },
       error: (e) => showError(err, e),
     });
+    stop = () => { unwatch(); clearInterval(ticker); };
   }
 
   async function listRecent() {
