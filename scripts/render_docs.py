@@ -160,12 +160,27 @@ def card_run(name: str) -> list[str]:
             "docs/quality/training_runs.json)"]
 
 
+INSTRUMENT_KEYS = ("evaluator_accuracy", "fid_floor", "fid_ceiling")  # `polychrome eval`'s
+UNCHECKED = ("measured before `polychrome eval` checked its instrument: no evaluator accuracy, "
+             "FID floor or ceiling was recorded with them")
+
+
+def instrument_recorded(metrics: dict[str, Any]) -> bool:
+    """Whether the metrics carry the evaluator's own quality (accuracy, FID floor, ceiling)."""
+    return any(k.rsplit(".", 1)[-1] in INSTRUMENT_KEYS for k, _ in flatten(metrics))
+
+
 def card_metrics(name: str) -> list[str]:
-    """Every key metrics.json holds, as a table (whatever `polychrome eval` recorded)."""
-    rows = flatten(model_metrics(name))
+    """Every key metrics.json holds, as a table (whatever `polychrome eval` recorded), and
+    whether the instrument's quality is among them."""
+    metrics = model_metrics(name)
+    rows = flatten(metrics)
     if not rows:
         return ["No metrics measured yet."]
-    return ["| metric | value |", "|---|---|", *(f"| {k} | {_value(v)} |" for k, v in rows)]
+    lines = ["| metric | value |", "|---|---|", *(f"| {k} | {_value(v)} |" for k, v in rows)]
+    if not instrument_recorded(metrics):
+        lines += ["", f"These figures were {UNCHECKED}."]
+    return lines
 
 
 def _card_script(name: str) -> Any:
@@ -260,6 +275,8 @@ def readme_default_models() -> list[str]:
     sg, st = model_config("emoji-stylegan"), model_config("emoji-stargan")
     unpaired = translation_md("translation_quality_unpaired.md")
     m, t = model_metrics("emoji-stylegan"), model_metrics("emoji-stargan")
+    unchecked = [n for n, x in (("emoji-stylegan", m), ("emoji-stargan", t))
+                 if not instrument_recorded(x)]
     stylegan = []
     if "fid" in m:
         init = (m.get("at_initialisation") or {}).get("fid")
@@ -305,6 +322,8 @@ def readme_default_models() -> list[str]:
         f"per-layer mixing, truncation | {stylegan_text} |",
         "| `emoji-stargan` | restyles a picture into a style by name or by reference; blends, "
         f"strength, live switching | held-out translation: {', '.join(stargan)} |",
+        *(["", f"The figures of {' and '.join(f'`{n}`' for n in unchecked)} were {UNCHECKED}."]
+          if unchecked else []),
     ]
 
 

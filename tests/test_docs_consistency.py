@@ -81,9 +81,16 @@ def test_metrics_render_every_key_generically():
     rows = dict(render_docs.flatten({"fid": 3.5, "evaluator": {"accuracy": 0.9,
                                                                 "floor": {"fid": 0.1}}}))
     assert rows == {"evaluator.accuracy": 0.9, "evaluator.floor.fid": 0.1, "fid": 3.5}
+    metrics = render_docs.model_metrics("emoji-stylegan")
     lines = render_docs.card_metrics("emoji-stylegan")
-    keys = {k for k, _ in render_docs.flatten(render_docs.model_metrics("emoji-stylegan"))}
-    assert len(lines) == 2 + len(keys) and all(f"| {k} |" in "\n".join(lines) for k in keys)
+    keys = {k for k, _ in render_docs.flatten(metrics)}
+    table = [ln for ln in lines if ln.startswith("| ")]
+    assert len(table) == 1 + len(keys) and all(f"| {k} |" in "\n".join(table) for k in keys)
+    # Figures without the evaluator's own quality say so; with it, they do not.
+    assert render_docs.instrument_recorded({"offline": {"fid": 3.0, "fid_floor": 0.2}})
+    assert not render_docs.instrument_recorded({"fid": 3.0, "n": 10})
+    note = "no evaluator accuracy, FID floor or ceiling was recorded"
+    assert (note in "\n".join(lines)) == (not render_docs.instrument_recorded(metrics))
 
 
 def test_a_card_must_state_its_run(tmp_path, monkeypatch):
