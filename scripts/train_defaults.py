@@ -19,7 +19,10 @@ Steps, each also a plain `polychrome` command (printed as it runs):
      exports each run's EMA networks (latest checkpoint), measures them with `polychrome eval`
      (offline evaluator; translation metrics on the held-out split; FID/KID against the
      model at initialisation as a baseline), and writes config.json, model.safetensors,
-     metrics.json and card.md into src/polychrome/assets/models/<name>/.
+     metrics.json and card.md into src/polychrome/assets/models/<name>/; the run's facts go
+     to docs/quality/training_runs.json (also `python scripts/train_defaults.py record
+     RUNS/<name>`) and the card's figures blocks are rendered from them and from
+     metrics.json by scripts/render_docs.py.
 
 Both configs train on the `train` split, so the fixed held-out emoji (by file name) stay
 unseen for the translation metrics.
