@@ -368,6 +368,19 @@ def readme_style_switch() -> list[str]:
             f"{_commit(r)}; {_machine(r)})."]
 
 
+def readme_contract() -> list[str]:
+    r = quality("schemathesis.json")
+    cases = r["summary"]["test_cases"]
+    return [f"The OpenAPI document is the contract, checked by schemathesis with every check "
+            f"for {r['seconds'] / 60:.0f} minutes against `polychrome serve` with a job worker "
+            f"and the {len(r['server']['models'])} bundled models: {cases['generated']:,} "
+            f"requests, {cases['unique_failures']} failures, {len(r['summary']['errors'])} "
+            f"errors ({r['dropped_by_filter_failure']['total']:,} refusals that no schema can "
+            f"state, such as an upload that is not a picture, dropped by the project's hooks; "
+            f"`benchmarks/contract.py`, `docs/quality/schemathesis.json`: commit "
+            f"{_commit(r)}; {_machine(r)})."]
+
+
 def readme_photo_quality() -> list[str]:
     q = quality("photo_quality.json")
     rec = run_record("photo-styles")
@@ -562,6 +575,7 @@ def blocks() -> list[Block]:
               "emoji_sr.json", readme_restoration_limits),
         Block(README, "load", f"{q}load.json", readme_load),
         Block(README, "scale-out", f"{q}scale_out.json", readme_scale_out),
+        Block(README, "contract", f"{q}schemathesis.json", readme_contract),
         Block(README, "translation", f"{q}translation_quality.md", readme_translation),
         Block(README, "recipes", f"{q}translation_quality.md and translation_quality_unpaired.md"
               ", emoji-stargan's config.json", readme_recipes),
