@@ -336,12 +336,7 @@ class Restyler:
                     out = self._image_model(lambda t: model.translate(t, y)) if self.native \
                         else model.translate(self.source.tensor(self.device), y)
                 else:
-                    s = self.code(recipe)
-                    if recipe.strength != 1.0:  # s_src = E(x, y_src): the source's own style
-                        s_src = self._code({"kind": "reference", "style": recipe.source_style,
-                                            "sha256": self._source_ref()})
-                        a = recipe.strength
-                        s = (1.0 - a) * s_src + a * s
+                    s = self.target_code(recipe)
                     content = self.content()
                     if content is None:  # tiled
                         out = self._image_model(lambda t: model.generator(t, s))
@@ -356,6 +351,23 @@ class Restyler:
                 out = model.generator.synthesis(self.code(recipe), noise_mode="const")
             else:
                 out = self._label_forward(recipe)
+        return self.image(out, recipe, index)
+
+    def target_code(self, recipe: Recipe) -> torch.Tensor:
+        """The code G decodes for the current source: the recipe's code, moved from the
+        source's own code by `strength` when it is below 1. (1, style_dim)."""
+        with torch.inference_mode():
+            s = self.code(recipe)
+            if recipe.strength != 1.0:  # s_src = E(x, y_src): the source's own style
+                s_src = self._code({"kind": "reference", "style": recipe.source_style,
+                                    "sha256": self._source_ref()})
+                a = recipe.strength
+                s = (1.0 - a) * s_src + a * s
+        return s
+
+    def image(self, out: torch.Tensor, recipe: Recipe, index: int) -> GeneratedImage:
+        """What the model drew for the current source, (1, 3, h, w) in [-1, 1], as the
+        recipe's picture with its metadata (whole models: back at the source's aspect)."""
         array = from_tensor(to_rgb(out)[0])  # (h, w, 3) uint8: what the model drew
         drawn = f"{array.shape[1]}x{array.shape[0]}"
         if self.source is not None and not self.native:

@@ -38,11 +38,12 @@ from ..sampling import GeneratedImage
 from ..utils.atomic import atomic_write_bytes
 from .generate import _slug
 from .recipe import CONTENT_CACHE, ContentCache, Recipe, StyleLike, check_seed, summary
+from .restyle_batch import Job, check_batch_size, render_jobs
 from .restyler import Restyler
 from .style_codes import Picture, load_picture, parse_weighted, require_translation
 
 __all__ = ["CONTENT_CACHE", "ContentCache", "Picture", "Recipe", "Restyler", "load_picture",
-           "mix", "parse_weighted", "regenerate_style", "restyle", "save_image",
+           "mix", "parse_weighted", "regenerate_style", "restyle", "restyle_each", "save_image",
            "save_style_images", "style_filename", "summary"]
 
 log = logging.getLogger(__name__)
@@ -54,14 +55,39 @@ def restyle(model: GANModel | str, inputs: Sequence[Any], *, style: StyleLike | 
             variations: int = 1, pixel_blend: float | None = None,
             source_style: str | int | None = None, device: str | torch.device = "cpu",
             progress: Callable[[int, int], None] | None = None,
-            restyler: Restyler | None = None, size: int | str | None = None
-            ) -> list[GeneratedImage]:
+            restyler: Restyler | None = None, size: int | str | None = None,
+            batch_size: int = 1) -> list[GeneratedImage]:
     """Restyle each input into `style` (learned / bank / seed:N) or a `reference` picture.
 
     With both, `style` names the reference's style. Variation k uses seed `seed + k`.
     Images come input by input, variations inner. `size`: the working size of native
     models (None / "native" = each picture's own; N = longer side), see Restyler.
+    `batch_size` > 1 runs the images in batches (restyle_batch.py: equal to the
+    one-at-a-time render within float tolerance). The first bad input raises.
     """
+    out: list[GeneratedImage] = []
+    for result in restyle_each(model, inputs, style=style, reference=reference,
+                               strength=strength, seed=seed, variations=variations,
+                               pixel_blend=pixel_blend, source_style=source_style,
+                               device=device, progress=progress, restyler=restyler, size=size,
+                               batch_size=batch_size):
+        if isinstance(result, PolychromeError):
+            raise result
+        out += result
+    return out
+
+
+def restyle_each(model: GANModel | str, inputs: Sequence[Any], *,
+                 style: StyleLike | None = None, reference: Any | None = None,
+                 strength: float = 1.0, seed: int = 0, variations: int = 1,
+                 pixel_blend: float | None = None, source_style: str | int | None = None,
+                 device: str | torch.device = "cpu",
+                 progress: Callable[[int, int], None] | None = None,
+                 restyler: Restyler | None = None, size: int | str | None = None,
+                 batch_size: int = 1) -> list[list[GeneratedImage] | PolychromeError]:
+    """`restyle`, with one result per input: its images, or the error that input alone
+    raised (a picture that cannot be read). An error in what the whole request asks
+    for (an unknown style, a bad option) still raises at once."""
     r = restyler or Restyler(model, device=device, size=size)
     require_translation(r.model, "restyle")
     if not inputs:
@@ -73,12 +99,18 @@ def restyle(model: GANModel | str, inputs: Sequence[Any], *, style: StyleLike | 
         raise PolychromeError(f"variations must be an integer in 1..1000, got {variations!r}",
                               code="bad_request")
     check_seed(seed, variations)
+    check_batch_size(batch_size)
     target = reference if reference is not None else style
     ref_style = style if reference is not None else None
-    out: list[GeneratedImage] = []
-    total = len(inputs) * variations
-    for image in inputs:
-        r.set_image(image)
+    jobs: list[Job] = []
+    owner: list[int] = []  # input position of each job
+    results: list[list[GeneratedImage] | PolychromeError] = [[] for _ in inputs]
+    for i, image in enumerate(inputs):
+        try:
+            r.source = load_picture(r.model, image, size=r.size)
+        except PolychromeError as e:  # this input only
+            results[i] = e
+            continue
         for k in range(variations):
             recipe = r.build([(target, 1.0)], op="restyle", seed=seed + k, strength=strength,
                              pixel_blend=pixel_blend, reference_style=ref_style,
@@ -88,10 +120,12 @@ def restyle(model: GANModel | str, inputs: Sequence[Any], *, style: StyleLike | 
                 raise PolychromeError("variations need a latent-guided style (a learned style "
                                       "name): a reference or saved style has no seed",
                                       code="bad_request")
-            out.append(r.run(recipe, index=len(out)))
-            if progress is not None:
-                progress(len(out), total)
-    return out
+            jobs.append(Job(r.source, recipe, index=len(jobs)))
+            owner.append(i)
+    images = render_jobs(r, jobs, batch_size=batch_size, progress=progress)
+    for i, image in zip(owner, images, strict=True):
+        results[i].append(image)  # type: ignore[union-attr]
+    return results
 
 
 def mix(model: GANModel | str, styles: Sequence[tuple[StyleLike, float]], *,
