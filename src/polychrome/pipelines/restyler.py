@@ -368,7 +368,10 @@ class Restyler:
     def image(self, out: torch.Tensor, recipe: Recipe, index: int) -> GeneratedImage:
         """What the model drew for the current source, (1, 3, h, w) in [-1, 1], as the
         recipe's picture with its metadata (whole models: back at the source's aspect)."""
-        array = from_tensor(to_rgb(out)[0])  # (h, w, 3) uint8: what the model drew
+        return self.picture(from_tensor(to_rgb(out)[0]), recipe, index)
+
+    def picture(self, array: np.ndarray, recipe: Recipe, index: int) -> GeneratedImage:
+        """`image` from the drawing as (h, w, 3) uint8."""
         drawn = f"{array.shape[1]}x{array.shape[0]}"
         if self.source is not None and not self.native:
             array = self._at_aspect(array)
