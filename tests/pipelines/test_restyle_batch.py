@@ -63,6 +63,28 @@ def test_whole_model_batches_equal_one_at_a_time(whole_dir):
                  restyle(model, pics, reference=ref))
 
 
+def test_more_inputs_than_the_reference_memo(whole_dir):
+    # a reference and strength < 1 (each source's own code is a reference too) over more
+    # pictures than a Restyler remembers: every recipe is built before any is rendered
+    from polychrome.pipelines.restyler import MEMO_SIZE
+
+    model = load_model(str(whole_dir))
+    pics = [picture(100 + i, (16, 16)) for i in range(MEMO_SIZE + 6)]
+    kw = dict(reference=picture(9, (30, 30)), style="neon", strength=0.5, source_style="ink")
+    seen: list[tuple[int, int]] = []
+    # batch 4: inputs are read in windows of 32 (WINDOW_BATCHES batches)
+    batched = restyle(model, pics, batch_size=4, progress=lambda d, t: seen.append((d, t)),
+                      **kw)
+    assert [im.metadata["index"] for im in batched] == [str(i) for i in range(len(pics))]
+    assert seen[-1] == (len(pics), len(pics)) and len(seen) == -(-len(pics) // 4)
+    assert [d for d, _ in seen] == sorted({d for d, _ in seen})
+    # batch 32: all of them in one window, built before any is rendered
+    assert len(restyle(model, pics, batch_size=32, **kw)) == len(pics)
+    for b, a in zip(batched[-3:], restyle(model, pics[-3:], **kw), strict=True):
+        assert b.metadata["recipe"] == a.metadata["recipe"]
+        assert np.abs(b.array.astype(np.int16) - a.array.astype(np.int16)).max() <= 1
+
+
 def test_native_sizes_group_and_tiles_agree(native_dir, monkeypatch):
     model = load_model(str(native_dir))
     pics = [picture(i, shape) for i, shape in enumerate([(33, 45), (40, 40), (33, 45),

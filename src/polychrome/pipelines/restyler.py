@@ -273,6 +273,7 @@ class Restyler:
         if pic is None:
             raise PolychromeError(f"reference picture {c['sha256'][:12]}… is missing",
                                   code="missing_reference")
+        self._pictures.move_to_end(pic.sha256)  # in use: the last to be forgotten
         y = style_index(self.model, c["style"])
         key = (pic.sha256, y)
         if key not in self._codes:

@@ -14,9 +14,10 @@ keyed by (model, sha256 of the pixels)); `render` then runs only the mapping / s
 encoder and G.decode. A full restyle goes through exactly the same two calls (forward =
 decode(encode(x))), so the cached path is bit-identical to the uncached one.
 
-Reproducibility follows pipelines/generate.py: every image is its own batch-of-one
-forward; a latent-guided component with seed S draws z from torch.Generator().manual_seed(S)
-on the CPU; variation k of a request with seed S uses seed S + k. Each image's metadata
+Reproducibility follows pipelines/generate.py: by default every image is its own
+batch-of-one forward (`batch_size` > 1 batches pictures of one size: equal within float
+tolerance, see restyle_batch.py); a latent-guided component with seed S draws z from
+torch.Generator().manual_seed(S) on the CPU; variation k of a request with seed S uses seed S + k. Each image's metadata
 holds a JSON `recipe` (resolved components, weights, strength, source style ...) that
 `regenerate_style(metadata, source_image, references)` replays bit for bit.
 """
@@ -47,6 +48,8 @@ __all__ = ["CONTENT_CACHE", "ContentCache", "Picture", "Recipe", "Restyler", "lo
            "save_style_images", "style_filename", "summary"]
 
 log = logging.getLogger(__name__)
+
+WINDOW_BATCHES = 8  # restyle_each reads at most this many batches' worth of inputs at once
 
 
 # -- one-call operations ----------------------------------------------------------------------
@@ -102,29 +105,47 @@ def restyle_each(model: GANModel | str, inputs: Sequence[Any], *,
     check_batch_size(batch_size)
     target = reference if reference is not None else style
     ref_style = style if reference is not None else None
-    jobs: list[Job] = []
-    owner: list[int] = []  # input position of each job
     results: list[list[GeneratedImage] | PolychromeError] = [[] for _ in inputs]
-    for i, image in enumerate(inputs):
-        try:
-            r.source = load_picture(r.model, image, size=r.size)
-        except PolychromeError as e:  # this input only
-            results[i] = e
-            continue
-        for k in range(variations):
-            recipe = r.build([(target, 1.0)], op="restyle", seed=seed + k, strength=strength,
-                             pixel_blend=pixel_blend, reference_style=ref_style,
-                             source_style=source_style)
-            if k == 0 and variations > 1 and all(c["kind"] != "latent"
-                                                 for c in recipe.components):
-                raise PolychromeError("variations need a latent-guided style (a learned style "
-                                      "name): a reference or saved style has no seed",
-                                      code="bad_request")
-            jobs.append(Job(r.source, recipe, index=len(jobs)))
-            owner.append(i)
-    images = render_jobs(r, jobs, batch_size=batch_size, progress=progress)
-    for i, image in zip(owner, images, strict=True):
-        results[i].append(image)  # type: ignore[union-attr]
+    total, made = len(inputs) * variations, 0
+    # Inputs are read a window at a time (WINDOW_BATCHES batches' worth of pictures or of
+    # the tiling pixel budget): the source pictures of one window are held, not the whole
+    # folder's, and each window is grouped into batches.
+    max_inputs = WINDOW_BATCHES * batch_size
+    max_pixels = WINDOW_BATCHES * r.tile_settings().max_pixels
+    i = 0
+    while i < len(inputs):
+        jobs: list[Job] = []
+        owner: list[int] = []  # input position of each job
+        start, held = i, 0
+        while i < len(inputs) and i - start < max_inputs and held < max_pixels:
+            i += 1
+            try:
+                r.source = load_picture(r.model, inputs[i - 1], size=r.size)
+            except PolychromeError as e:  # this input only
+                results[i - 1] = e
+                total -= variations
+                continue
+            held += r.source.array.shape[0] * r.source.array.shape[1]
+            for k in range(variations):
+                recipe = r.build([(target, 1.0)], op="restyle", seed=seed + k,
+                                 strength=strength, pixel_blend=pixel_blend,
+                                 reference_style=ref_style, source_style=source_style)
+                if k == 0 and variations > 1 and all(c["kind"] != "latent"
+                                                     for c in recipe.components):
+                    raise PolychromeError("variations need a latent-guided style (a learned "
+                                          "style name): a reference or saved style has no "
+                                          "seed", code="bad_request")
+                jobs.append(Job(r.source, recipe, index=made + len(jobs)))
+                owner.append(i - 1)
+
+        def step(done: int, _: int, before: int = made, total: int = total) -> None:
+            if progress is not None:
+                progress(before + done, total)
+
+        images = render_jobs(r, jobs, batch_size=batch_size, progress=step)
+        for pos, image in zip(owner, images, strict=True):
+            results[pos].append(image)  # type: ignore[union-attr]
+        made += len(images)
     return results
 
 
