@@ -93,6 +93,8 @@ def test_native_sizes_group_and_tiles_agree(native_dir, monkeypatch):
     batched = restyle(model, pics, style="neon", seed=2, batch_size=16)
     assert [im.array.shape[:2] for im in batched] == [p.shape[:2] for p in pics]
     assert_close(batched, alone)
+    # the 17 x 70 picture is alone in its batch: the one-at-a-time path, bit for bit
+    assert batched[5].array.tobytes() == alone[5].array.tobytes()
     # above the tiling budget: each batch runs through the tiling engine, statistics
     # per picture, and still equals the tiled one-at-a-time render
     monkeypatch.setenv("POLYCHROME_TILE_MAX_PIXELS", "1024")

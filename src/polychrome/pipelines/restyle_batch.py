@@ -16,10 +16,10 @@ batches through the same calls as `Restyler.run`:
     batch, whose statistics pass records per-picture statistics.
 
 A batched CPU forward does not round exactly like a batch of one (other GEMM / conv
-kernels): the result equals the one-at-a-time render within float tolerance (measured
-on the bundled translators: a few 1e-6 in [-1, 1], so now and then one uint8 step), not
-bit for bit. `batch_size=1` is the one-at-a-time path itself, the one
-`regenerate_style` replays bit for bit.
+kernels, channels-last): the result equals the one-at-a-time render within float
+tolerance (measured on the bundled translators: a few 1e-6 in [-1, 1], so now and then
+one uint8 step), not bit for bit. `batch_size=1`, and any image alone in its batch, is
+the one-at-a-time path itself, the one `regenerate_style` replays bit for bit.
 """
 
 from __future__ import annotations
@@ -73,8 +73,12 @@ def render_jobs(r: Restyler, jobs: Sequence[Job], *, batch_size: int,
         return out  # type: ignore[return-value]
     done = 0
     for batch in plan_batches(r, jobs, batch_size):
-        for k, image in zip(batch, _run_batch(r, [jobs[k] for k in batch]), strict=True):
-            out[k] = image
+        if len(batch) == 1:  # alone in its batch: the one-at-a-time path, bit for bit
+            r.source = jobs[batch[0]].source
+            out[batch[0]] = r.run(jobs[batch[0]].recipe, index=jobs[batch[0]].index)
+        else:
+            for k, image in zip(batch, _run_batch(r, [jobs[k] for k in batch]), strict=True):
+                out[k] = image
         done += len(batch)
         if progress is not None:
             progress(done, total)
