@@ -154,24 +154,24 @@ def test_cli_restyles_a_folder_in_batches(whole_dir, tmp_path, capsys):
     (folder / "zz-broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
     extra = write_picture(tmp_path / "extra.jpg.png", 7)
     out = tmp_path / "out"
-    code = main(["restyle", str(whole_dir), str(folder), str(extra), "--style", "pastel",
-                 "--seed", "4", "--batch", "4", "-o", str(out), "--json"])
+    code = main(["restyle", str(whole_dir), str(folder), str(extra), str(extra), "--style",
+                 "pastel", "--seed", "4", "--batch", "4", "-o", str(out), "--json"])
     stdout, stderr = capsys.readouterr()
     assert code == 2  # one input failed; the others are written
     res = json.loads(stdout)  # exactly one JSON object
-    assert res["failed"] == 1 and res["batch_size"] == 4 and len(res["images"]) == 6
+    assert res["failed"] == 1 and res["batch_size"] == 4 and len(res["images"]) == 7
     results = res["results"]
     assert [Path(r["input"]).name for r in results] == \
-        [f"pic{i}.png" for i in range(5)] + ["zz-broken.png", "extra.jpg.png"]
+        [f"pic{i}.png" for i in range(5)] + ["zz-broken.png"] + ["extra.jpg.png"] * 2
     assert results[5]["code"] and "zz-broken.png" in results[5]["error"]
     lines = stderr.strip().splitlines()  # the input's error, then what was done
     assert len(lines) == 2 and lines[0].startswith("error: zz-broken.png")
-    assert lines[1] == ("error: 1 of 7 input(s) could not be restyled (above); the other 6 "
+    assert lines[1] == ("error: 1 of 8 input(s) could not be restyled (above); the other 7 "
                         "image(s) are written")
     names = [Path(r["images"][0]).name for r in results if "images" in r]
     assert names == [f"pic{i}-restyle-pastel-seed4.png" for i in range(5)] + \
-        ["extra.jpg-restyle-pastel-seed4.png"]
-    inputs = [folder / f"pic{i}.png" for i in range(5)] + [extra]
+        ["extra.jpg-restyle-pastel-seed4.png", "extra.jpg-restyle-pastel-seed4-1.png"]
+    inputs = [folder / f"pic{i}.png" for i in range(5)] + [extra, extra]
     alone = restyle(str(whole_dir), [str(p) for p in inputs], style="pastel", seed=4)
     for want, r in zip(alone, [r for r in results if "images" in r], strict=True):
         got = decode_image(r["images"][0])

@@ -185,17 +185,17 @@ def restyle_cmd(model: str, inputs: tuple[str, ...], style: str | None, referenc
         paths = save_style_images(images, out_dir, stems)
     saved = _save_from(r, save_style, images[0].metadata)
     meta = images[0].metadata
-    written = iter(paths)
-    per_input: dict[str, Any] = {p: {"input": p, "images": [str(next(written)) for _ in ims]}
-                                 for p, ims in done}
-    for p, err in failed:
-        per_input[p] = {"input": p, "error": str(err), "code": err.code}
+    written = iter(paths)  # in input order, like `results`
+    entries = [{"input": p, "error": str(res), "code": res.code}
+               if isinstance(res, PolychromeError)
+               else {"input": p, "images": [str(next(written)) for _ in res]}
+               for p, res in zip(paths_in, results, strict=True)]
     if as_json:
         emit_json({"images": [str(p) for p in paths], "model": meta["model"],
                    "version": meta["version"], "style": meta["style"], "seed": seed,
                    "variations": variations, "strength": strength, "pixel_blend": pixel_blend,
                    "inputs": paths_in, "saved_style": saved,
-                   "results": [per_input[p] for p in paths_in], "failed": len(failed),
+                   "results": entries, "failed": len(failed),
                    "batch_size": batch_size,
                    "images_per_s": round(len(images) / max(seconds, 1e-9), 3),
                    **_size_facts(images, seconds)})
