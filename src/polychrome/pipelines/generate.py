@@ -34,7 +34,7 @@ from ..sampling import (
     style_index,
     to_rgb,
 )
-from ..utils.atomic import atomic_write_bytes
+from ..utils.atomic import atomic_write_bytes, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -130,9 +130,10 @@ def image_filename(meta: dict[str, str]) -> str:
 
 
 def save_image(image: GeneratedImage, out_dir: str | Path) -> Path:
-    """Write one image as a PNG with its metadata (tEXt chunks) into out_dir, atomically."""
+    """Write one image as a PNG with its metadata (tEXt chunks) into out_dir, atomically;
+    the directory's fsync is the caller's (`fsync_dir`, once for many images)."""
     path = Path(out_dir) / image_filename(image.metadata)
-    atomic_write_bytes(path, encode_png(image.array, image.metadata))
+    atomic_write_bytes(path, encode_png(image.array, image.metadata), sync_dir=False)
     return path
 
 
@@ -142,6 +143,7 @@ def save_images(images: Iterable[GeneratedImage] | Sequence[GeneratedImage],
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [save_image(im, out_dir) for im in images]
+    fsync_dir(out_dir)  # the renames, once
     log.info("wrote %d images to %s", len(paths), out_dir)
     return paths
 
@@ -150,8 +152,8 @@ def save_while_generating(model: GANModel | str, n: int, out_dir: str | Path, *,
                           finish: Callable[[GeneratedImage], GeneratedImage] | None = None,
                           **kw: Any) -> tuple[list[GeneratedImage], list[Path]]:
     """`generate(model, n, **kw)` with each image written (`save_image`) by one background
-    thread while the next one is sampled: the PNG encode and the two fsyncs of an atomic
-    write wait on the disk, not on the CPU that samples. `finish(image)` (e.g. an upscale)
+    thread while the next one is sampled: the PNG encode and the file's fsync wait on the
+    disk, not on the CPU that samples (the directory is synced once, at the end). `finish(image)` (e.g. an upscale)
     runs in that thread before the write. Returns the images as written, and their paths.
     """
     from concurrent.futures import ThreadPoolExecutor
@@ -167,5 +169,6 @@ def save_while_generating(model: GANModel | str, n: int, out_dir: str | Path, *,
         pending = []
         generate(model, n, on_image=lambda im: pending.append(pool.submit(write, im)), **kw)
         done = [f.result() for f in pending]  # the first failed write raises here
+    fsync_dir(out_dir)  # the renames, once
     log.info("wrote %d images to %s", len(done), out_dir)
     return [im for im, _ in done], [p for _, p in done]

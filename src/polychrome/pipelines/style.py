@@ -36,7 +36,7 @@ from ..errors import PolychromeError
 from ..imageio import encode_png
 from ..models.base import GANModel
 from ..sampling import GeneratedImage
-from ..utils.atomic import atomic_write_bytes
+from ..utils.atomic import atomic_write_bytes, fsync_dir
 from .generate import _slug
 from .recipe import CONTENT_CACHE, ContentCache, Recipe, StyleLike, check_seed, summary
 from .restyle_batch import Job, check_batch_size, render_jobs
@@ -228,8 +228,9 @@ def save_style_images(images: Sequence[GeneratedImage], out_dir: str | Path,
         while path in paths:  # two inputs with the same file name from different folders
             path = out_dir / f"{Path(name).stem}-{n}.png"
             n += 1
-        atomic_write_bytes(path, encode_png(im.array, im.metadata))
+        atomic_write_bytes(path, encode_png(im.array, im.metadata), sync_dir=False)
         paths.append(path)
+    fsync_dir(out_dir)  # the renames, once
     log.info("wrote %d images to %s", len(paths), out_dir)
     return paths
 
