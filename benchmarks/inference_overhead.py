@@ -6,7 +6,8 @@ In one run, side by side:
    one at a time (the pipeline's batch-of-one path, a fresh content cache each round, so
    every picture is encoded as a first visit) against one batched job (`batch_size`), as
    images per second; rounds interleaved (A, B, A, B) so a busy moment hits both alike.
-   The largest difference between the two outputs (uint8 steps) is recorded too.
+   The largest difference between the two outputs (uint8 steps) is recorded too, and
+   each round's own ratio (its two modes ran back to back, under one moment's load).
 2. `polychrome generate MODEL --n 64` as a fresh process (wall clock), its start-up
    (a fresh interpreter importing what the command imports) and the in-process sampling
    time of the same 64 images by `pipelines.generate` on a loaded model; the ratio
@@ -100,6 +101,9 @@ def restyle_side_by_side(model: str, n: int, rounds: int, batch: int, folder: Pa
             "one_at_a_time_img_per_s": round(one, 2), "batched_img_per_s": round(many, 2),
             "ratio": round(many / one, 2),
             "per_round_img_per_s": {k: [round(v, 2) for v in vs] for k, vs in rates.items()},
+            # a round's two modes ran back to back: their ratio sees one moment's load
+            "per_round_ratio": [round(b / a, 2) for a, b in zip(rates["one_at_a_time"],
+                                                                rates["batched"], strict=True)],
             "max_uint8_difference": diff}
 
 
@@ -144,7 +148,10 @@ def generate_overhead(n: int, rounds: int, home: Path) -> dict:
             "ratio": round((wall - startup) / sampling, 2),
             "per_round_s": {"cli_wall": [round(v, 3) for v in walls],
                             "startup": [round(v, 3) for v in startups],
-                            "in_process_sampling": [round(v, 3) for v in samplings]}}
+                            "in_process_sampling": [round(v, 3) for v in samplings]},
+            "per_round_ratio": [round((w - u) / v, 2) for w, u, v in zip(walls, startups,
+                                                                          samplings,
+                                                                          strict=True)]}
 
 
 def measure(n: int, rounds: int, batch: int, gen_n: int, models: list[str]) -> dict:

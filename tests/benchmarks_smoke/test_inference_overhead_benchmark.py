@@ -37,8 +37,10 @@ def test_one_tiny_round_of_everything():
     assert r["ratio"] == pytest.approx(r["batched_img_per_s"] / r["one_at_a_time_img_per_s"],
                                        rel=0.02)
     assert r["max_uint8_difference"] <= 1  # batched equals one at a time within tolerance
+    assert len(r["per_round_ratio"]) == 1
     g = result["generate"]
     assert g["n"] == 2 and all(len(v) == 1 for v in g["per_round_s"].values())
+    assert len(g["per_round_ratio"]) == 1
     assert g["cli_wall_s"] > 0 and g["startup_s"] > 0 and g["in_process_sampling_s"] > 0
     assert set(result["goals"]) == {"emoji-stargan: batched restyle >= 10x one at a time",
                                     "generate --n 2: CLI after start-up <= 2x in-process"}
