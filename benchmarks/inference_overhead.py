@@ -126,7 +126,7 @@ def generate_overhead(n: int, rounds: int, home: Path) -> dict:
     from polychrome.pipelines.generate import generate
     from polychrome.sampling import load_model_on
 
-    env = {**os.environ, "POLYCHROME_HOME": str(home),
+    env = {**os.environ, "POLYCHROME_HOME": str(home), "POLYCHROME_BUNDLED_MODELS": "1",
            "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
     cli = ["-m", "polychrome", "generate", GENERATE_MODEL, "--n", str(n), "--json"]
     _wall([*cli, "-o", str(home / "warm-up")], env)  # registers the bundled models once
