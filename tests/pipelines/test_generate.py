@@ -103,6 +103,27 @@ def test_save_images_png_metadata_round_trip(registered: str, tmp_path: Path):
         assert regenerate(meta).array.tobytes() == im.array.tobytes()
 
 
+def test_save_while_generating_writes_what_generate_and_save_images_write(registered: str,
+                                                                         tmp_path: Path):
+    from polychrome.pipelines.generate import GeneratedImage, save_while_generating
+
+    want = save_images(generate(registered, 5, seed=2), tmp_path / "a")
+    images, paths = save_while_generating(registered, 5, tmp_path / "b", seed=2)
+    assert [p.name for p in paths] == [p.name for p in want]
+    assert [p.read_bytes() for p in paths] == [p.read_bytes() for p in want]
+    assert [im.metadata["index"] for im in images] == ["0", "1", "2", "3", "4"]
+
+    def flipped(im: GeneratedImage) -> GeneratedImage:  # runs in the writer before the write
+        return GeneratedImage(np.ascontiguousarray(im.array[:, ::-1]), im.metadata)
+
+    images, paths = save_while_generating(registered, 2, tmp_path / "c", seed=2,
+                                          finish=flipped)
+    assert np.array_equal(decode_image(paths[1]), decode_image(want[1])[:, ::-1])
+    assert np.array_equal(images[1].array, decode_image(paths[1]))
+    with pytest.raises(PolychromeError, match="valid styles"):
+        save_while_generating(registered, 2, tmp_path / "d", style="sepia")
+
+
 def test_cli_generate_json(registered: str, tmp_path: Path, capsys):
     out_dir = tmp_path / "gen"
     code = main(["generate", registered, "--n", "3", "--seed", "4", "--style", "neon",

@@ -95,6 +95,11 @@ def test_restyle_variations_answer_json_with_gallery_urls(client):
         assert meta["seed"] == str(im["seed"]) and meta["op"] == "restyle"
         arrays.append(arr)
     assert not np.array_equal(arrays[0], arrays[1])  # different seeds, different styles
+    # the variations ran as one batch: each equals its one-at-a-time render (regenerate)
+    # within float tolerance
+    for im, arr in zip(images, arrays, strict=True):
+        again, _ = _png(client.post(f"/api/images/{im['id']}/regenerate"))
+        assert np.abs(again.astype(np.int16) - arr.astype(np.int16)).max() <= 1
 
 
 def test_restyle_with_reference_picture(client):

@@ -36,16 +36,16 @@ def generate_cmd(model: str, n: int, seed: int, style: str | None, truncation: f
     from tqdm import tqdm
 
     from ..persistence.models import load_model
-    from ..pipelines.generate import generate, save_images
+    from ..pipelines.generate import save_while_generating
 
     m = load_model(model, device=device)
     sr = load_upscaler(upscale, upscaler, device, m.style_names)
+    finish = None if sr is None else (lambda im: apply_upscale([im], sr, upscale, device)[0])
     with tqdm(total=n, unit="img", desc="generating", file=sys.stderr,
               disable=as_json or not sys.stderr.isatty()) as bar:
-        images = generate(m, n, seed=seed, style=style, truncation=truncation, device=device,
-                          progress=lambda done, total: bar.update(1))
-    images = apply_upscale(images, sr, upscale, device)
-    paths = save_images(images, out_dir)
+        images, paths = save_while_generating(
+            m, n, out_dir, finish=finish, seed=seed, style=style, truncation=truncation,
+            device=device, progress=lambda done, total: bar.update(1))
     meta = images[0].metadata
     if as_json:
         emit_json({"images": [str(p) for p in paths], "model": meta["model"],

@@ -77,6 +77,27 @@ def _model_label(meta: dict[str, str]) -> str:
     return meta["model"] + (f":{meta['version']}" if meta["version"] else "")
 
 
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+
+
+def _expand_inputs(inputs: tuple[str, ...]) -> list[str]:
+    """Files as given; a folder gives its pictures (by suffix, not hidden), sorted by name."""
+    out: list[str] = []
+    for text in inputs:
+        path = Path(text)
+        if not path.is_dir():
+            out.append(text)
+            continue
+        found = sorted(str(p) for p in path.iterdir()
+                       if p.is_file() and not p.name.startswith(".")
+                       and p.suffix.lower() in PICTURE_SUFFIXES)
+        if not found:
+            raise PolychromeError(f"{text} holds no pictures ({', '.join(PICTURE_SUFFIXES)})",
+                                  code="missing_input")
+        out += found
+    return out
+
+
 @app.command("restyle")
 @click.argument("model")
 @click.argument("inputs", nargs=-1, metavar="INPUT...")
@@ -96,6 +117,10 @@ def _model_label(meta: dict[str, str]) -> str:
 @click.option("--variations", type=int, default=1, show_default=True,
               help="Images per input (different seeds).")
 @click.option("--size", default=None, help=SIZE_HELP)
+@click.option("--batch", "batch_size", type=int, default=32, show_default=True,
+              help="Pictures of the same size per forward. Batched results equal the "
+                   "one-at-a-time ones within float tolerance (now and then one step of "
+                   "255); --batch 1 renders each alone, bit for bit as the recipe replays.")
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), required=True,
               help="Output directory for the PNGs, or OUT.png for a single image.")
 @click.option("--save-style", default=None,
@@ -105,52 +130,88 @@ def _model_label(meta: dict[str, str]) -> str:
 @json_option
 def restyle_cmd(model: str, inputs: tuple[str, ...], style: str | None, reference: str | None,
                 strength: float, pixel_blend: float | None, source_style: str | None, seed: int,
-                variations: int, size: str | None, out_dir: Path, save_style: str | None,
-                device: str, upscale: str | None, upscaler: str | None, as_json: bool) -> None:
-    """Restyle INPUT images with a translation MODEL (stargan, cyclegan).
+                variations: int, size: str | None, batch_size: int, out_dir: Path,
+                save_style: str | None, device: str, upscale: str | None,
+                upscaler: str | None, as_json: bool) -> None:
+    """Restyle INPUT images (files, or folders of pictures) with a translation MODEL.
 
-    Each PNG carries a recipe in its metadata that regenerates it bit for bit.
+    All inputs run as one job on one loaded model, in batches of pictures of the same
+    size. Each output is named INPUTSTEM-restyle-STYLE-seedN.png. A picture that cannot
+    be read is reported and skipped; the others are still written (exit status 2 when
+    any input failed). Each PNG carries a recipe in its metadata that regenerates it.
     """
-    from ..pipelines.style import require_translation, restyle, save_image, save_style_images
+    from ..pipelines.restyle_batch import check_batch_size
+    from ..pipelines.style import (
+        require_translation,
+        restyle_each,
+        save_image,
+        save_style_images,
+    )
 
+    check_batch_size(batch_size)
+    paths_in = _expand_inputs(inputs)
     one_file = out_dir.suffix.lower() == ".png"
-    if one_file and len(inputs) * variations != 1:
-        raise PolychromeError(f"-o {out_dir} names one PNG file but {len(inputs) * variations} "
-                              "images will be made: give a directory", code="bad_request")
+    if one_file and len(paths_in) * variations != 1:
+        raise PolychromeError(f"-o {out_dir} names one PNG file but "
+                              f"{len(paths_in) * variations} images will be made: give a "
+                              "directory", code="bad_request")
     r = _restyler(model, device, size)
     require_translation(r.model, "restyle")
-    if not inputs:
+    if not paths_in:
         raise PolychromeError(f"restyle needs at least one INPUT image for {r.model.name}",
                               code="missing_input")
     _check_save_name(r, save_style)
     sr = load_upscaler(upscale, upscaler, device, r.model.style_names)
     t0 = time.perf_counter()
-    with _bar(len(inputs) * max(variations, 1), "restyling", as_json) as bar:
-        images = restyle(r.model, list(inputs), style=style, reference=reference,
-                         strength=strength, seed=seed, variations=variations,
-                         pixel_blend=pixel_blend, source_style=source_style, device=device,
-                         restyler=r, progress=lambda done, total: bar.update(1))
-    images = apply_upscale(images, sr, upscale, device)
+    with _bar(len(paths_in) * max(variations, 1), "restyling", as_json) as bar:
+        results = restyle_each(r.model, paths_in, style=style, reference=reference,
+                               strength=strength, seed=seed, variations=variations,
+                               pixel_blend=pixel_blend, source_style=source_style,
+                               device=device, restyler=r, batch_size=batch_size,
+                               progress=lambda done, total: bar.update(done - bar.n))
+    failed = [(p, res) for p, res in zip(paths_in, results, strict=True)
+              if isinstance(res, PolychromeError)]
+    if len(failed) == len(paths_in):
+        raise failed[0][1]  # nothing made: the one-line error of the first input
+    done = [(p, apply_upscale(res, sr, upscale, device)) for p, res in zip(paths_in, results,
+                                                                        strict=True)
+            if not isinstance(res, PolychromeError)]
+    images = [im for _, ims in done for im in ims]
     seconds = time.perf_counter() - t0
     if one_file:
         paths = [save_image(images[0], out_dir)]
     else:
-        stems = [Path(p).stem for p in inputs for _ in range(variations)]
+        stems = [Path(p).stem for p, ims in done for _ in ims]
         paths = save_style_images(images, out_dir, stems)
     saved = _save_from(r, save_style, images[0].metadata)
     meta = images[0].metadata
+    written = iter(paths)  # in input order, like `results`
+    entries = [{"input": p, "error": str(res), "code": res.code}
+               if isinstance(res, PolychromeError)
+               else {"input": p, "images": [str(next(written)) for _ in res]}
+               for p, res in zip(paths_in, results, strict=True)]
     if as_json:
         emit_json({"images": [str(p) for p in paths], "model": meta["model"],
                    "version": meta["version"], "style": meta["style"], "seed": seed,
                    "variations": variations, "strength": strength, "pixel_blend": pixel_blend,
-                   "inputs": list(inputs), "saved_style": saved,
+                   "inputs": paths_in, "saved_style": saved,
+                   "results": entries, "failed": len(failed),
+                   "batch_size": batch_size,
+                   "images_per_s": round(len(images) / max(seconds, 1e-9), 3),
                    **_size_facts(images, seconds)})
-        return
-    w, h = images[0].array.shape[1], images[0].array.shape[0]
-    echo(f"wrote {len(paths)} image(s) of {w}x{h} from {_model_label(meta)} ({meta['style']}) "
-         f"to {out_dir} in {seconds:.1f} s")
-    if saved:
-        echo(f"saved style {saved['name']!r}")
+    else:
+        w, h = images[0].array.shape[1], images[0].array.shape[0]
+        echo(f"wrote {len(paths)} image(s) of {w}x{h} from {_model_label(meta)} "
+             f"({meta['style']}) to {out_dir} in {seconds:.1f} s")
+        if saved:
+            echo(f"saved style {saved['name']!r}")
+    for p, err in failed:
+        click.echo(f"error: {err}" if Path(p).name in str(err) else f"error: {p}: {err}",
+                   err=True)
+    if failed:
+        raise PolychromeError(f"{len(failed)} of {len(paths_in)} input(s) could not be "
+                              f"restyled (above); the other {len(paths)} image(s) are "
+                              "written", code="some_inputs_failed")
 
 
 def _weighted(items: tuple[str, ...], picture: bool, r: Any) -> list[tuple[Any, float]]:

@@ -34,7 +34,7 @@ from ..sampling import (
     style_index,
     to_rgb,
 )
-from ..utils.atomic import atomic_write_bytes
+from ..utils.atomic import atomic_write_bytes, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +58,13 @@ def _one(model: GANModel, *, seed: int, style: int | None, truncation: float, in
 
 def generate(model: GANModel | str, n: int, *, seed: int = 0, style: str | int | None = None,
              truncation: float = 1.0, device: str | torch.device = "cpu",
-             progress: Callable[[int, int], None] | None = None) -> list[GeneratedImage]:
+             progress: Callable[[int, int], None] | None = None,
+             on_image: Callable[[GeneratedImage], None] | None = None
+             ) -> list[GeneratedImage]:
     """n images from a noise model (a loaded GANModel, a registry spec or a model dir path).
 
-    `progress(done, total)` is called after each image (CLI progress bars, API jobs).
+    `progress(done, total)` is called after each image (CLI progress bars, API jobs);
+    `on_image(image)` gets each image as soon as it is made (`save_while_generating`).
     """
     if not isinstance(n, int) or not 1 <= n <= MAX_IMAGES:
         raise PolychromeError(f"n must be an integer in 1..{MAX_IMAGES}, got {n!r}",
@@ -79,6 +82,8 @@ def generate(model: GANModel | str, n: int, *, seed: int = 0, style: str | int |
         for i in range(n):
             out.append(_one(m, seed=seed + i, style=idx, truncation=truncation, index=i, kw=kw,
                             device=device))
+            if on_image is not None:
+                on_image(out[-1])
             if progress is not None:
                 progress(i + 1, n)
     return out
@@ -124,15 +129,46 @@ def image_filename(meta: dict[str, str]) -> str:
     return f"{model}{version}-seed{meta.get('seed', '0')}-{_slug(meta.get('style', ''))}{trunc}.png"
 
 
+def save_image(image: GeneratedImage, out_dir: str | Path) -> Path:
+    """Write one image as a PNG with its metadata (tEXt chunks) into out_dir, atomically;
+    the directory's fsync is the caller's (`fsync_dir`, once for many images)."""
+    path = Path(out_dir) / image_filename(image.metadata)
+    atomic_write_bytes(path, encode_png(image.array, image.metadata), sync_dir=False)
+    return path
+
+
 def save_images(images: Iterable[GeneratedImage] | Sequence[GeneratedImage],
                 out_dir: str | Path) -> list[Path]:
     """Write each image as a PNG with its metadata (tEXt chunks), atomically."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for im in images:
-        path = out_dir / image_filename(im.metadata)
-        atomic_write_bytes(path, encode_png(im.array, im.metadata))
-        paths.append(path)
+    paths = [save_image(im, out_dir) for im in images]
+    fsync_dir(out_dir)  # the renames, once
     log.info("wrote %d images to %s", len(paths), out_dir)
     return paths
+
+
+def save_while_generating(model: GANModel | str, n: int, out_dir: str | Path, *,
+                          finish: Callable[[GeneratedImage], GeneratedImage] | None = None,
+                          **kw: Any) -> tuple[list[GeneratedImage], list[Path]]:
+    """`generate(model, n, **kw)` with each image written (`save_image`) by one background
+    thread while the next one is sampled: the PNG encode and the file's fsync wait on the
+    disk, not on the CPU that samples (the directory is synced once, at the end). `finish(image)` (e.g. an upscale)
+    runs in that thread before the write. Returns the images as written, and their paths.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def write(im: GeneratedImage) -> tuple[GeneratedImage, Path]:
+        im = finish(im) if finish is not None else im
+        return im, save_image(im, out_dir)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="png-writer") as pool:
+        pending = []
+        generate(model, n, on_image=lambda im: pending.append(pool.submit(write, im)), **kw)
+        done = [f.result() for f in pending]  # the first failed write raises here
+    fsync_dir(out_dir)  # the renames, once
+    log.info("wrote %d images to %s", len(done), out_dir)
+    return [im for im, _ in done], [p for _, p in done]

@@ -273,6 +273,7 @@ class Restyler:
         if pic is None:
             raise PolychromeError(f"reference picture {c['sha256'][:12]}… is missing",
                                   code="missing_reference")
+        self._pictures.move_to_end(pic.sha256)  # in use: the last to be forgotten
         y = style_index(self.model, c["style"])
         key = (pic.sha256, y)
         if key not in self._codes:
@@ -336,12 +337,7 @@ class Restyler:
                     out = self._image_model(lambda t: model.translate(t, y)) if self.native \
                         else model.translate(self.source.tensor(self.device), y)
                 else:
-                    s = self.code(recipe)
-                    if recipe.strength != 1.0:  # s_src = E(x, y_src): the source's own style
-                        s_src = self._code({"kind": "reference", "style": recipe.source_style,
-                                            "sha256": self._source_ref()})
-                        a = recipe.strength
-                        s = (1.0 - a) * s_src + a * s
+                    s = self.target_code(recipe)
                     content = self.content()
                     if content is None:  # tiled
                         out = self._image_model(lambda t: model.generator(t, s))
@@ -356,7 +352,27 @@ class Restyler:
                 out = model.generator.synthesis(self.code(recipe), noise_mode="const")
             else:
                 out = self._label_forward(recipe)
-        array = from_tensor(to_rgb(out)[0])  # (h, w, 3) uint8: what the model drew
+        return self.image(out, recipe, index)
+
+    def target_code(self, recipe: Recipe) -> torch.Tensor:
+        """The code G decodes for the current source: the recipe's code, moved from the
+        source's own code by `strength` when it is below 1. (1, style_dim)."""
+        with torch.inference_mode():
+            s = self.code(recipe)
+            if recipe.strength != 1.0:  # s_src = E(x, y_src): the source's own style
+                s_src = self._code({"kind": "reference", "style": recipe.source_style,
+                                    "sha256": self._source_ref()})
+                a = recipe.strength
+                s = (1.0 - a) * s_src + a * s
+        return s
+
+    def image(self, out: torch.Tensor, recipe: Recipe, index: int) -> GeneratedImage:
+        """What the model drew for the current source, (1, 3, h, w) in [-1, 1], as the
+        recipe's picture with its metadata (whole models: back at the source's aspect)."""
+        return self.picture(from_tensor(to_rgb(out)[0]), recipe, index)
+
+    def picture(self, array: np.ndarray, recipe: Recipe, index: int) -> GeneratedImage:
+        """`image` from the drawing as (h, w, 3) uint8."""
         drawn = f"{array.shape[1]}x{array.shape[0]}"
         if self.source is not None and not self.native:
             array = self._at_aspect(array)

@@ -14,9 +14,10 @@ keyed by (model, sha256 of the pixels)); `render` then runs only the mapping / s
 encoder and G.decode. A full restyle goes through exactly the same two calls (forward =
 decode(encode(x))), so the cached path is bit-identical to the uncached one.
 
-Reproducibility follows pipelines/generate.py: every image is its own batch-of-one
-forward; a latent-guided component with seed S draws z from torch.Generator().manual_seed(S)
-on the CPU; variation k of a request with seed S uses seed S + k. Each image's metadata
+Reproducibility follows pipelines/generate.py: by default every image is its own
+batch-of-one forward (`batch_size` > 1 batches pictures of one size: equal within float
+tolerance, see restyle_batch.py); a latent-guided component with seed S draws z from
+torch.Generator().manual_seed(S) on the CPU; variation k of a request with seed S uses seed S + k. Each image's metadata
 holds a JSON `recipe` (resolved components, weights, strength, source style ...) that
 `regenerate_style(metadata, source_image, references)` replays bit for bit.
 """
@@ -35,17 +36,20 @@ from ..errors import PolychromeError
 from ..imageio import encode_png
 from ..models.base import GANModel
 from ..sampling import GeneratedImage
-from ..utils.atomic import atomic_write_bytes
+from ..utils.atomic import atomic_write_bytes, fsync_dir
 from .generate import _slug
 from .recipe import CONTENT_CACHE, ContentCache, Recipe, StyleLike, check_seed, summary
+from .restyle_batch import Job, check_batch_size, render_jobs
 from .restyler import Restyler
 from .style_codes import Picture, load_picture, parse_weighted, require_translation
 
 __all__ = ["CONTENT_CACHE", "ContentCache", "Picture", "Recipe", "Restyler", "load_picture",
-           "mix", "parse_weighted", "regenerate_style", "restyle", "save_image",
+           "mix", "parse_weighted", "regenerate_style", "restyle", "restyle_each", "save_image",
            "save_style_images", "style_filename", "summary"]
 
 log = logging.getLogger(__name__)
+
+WINDOW_BATCHES = 8  # restyle_each reads at most this many batches' worth of inputs at once
 
 
 # -- one-call operations ----------------------------------------------------------------------
@@ -54,14 +58,39 @@ def restyle(model: GANModel | str, inputs: Sequence[Any], *, style: StyleLike | 
             variations: int = 1, pixel_blend: float | None = None,
             source_style: str | int | None = None, device: str | torch.device = "cpu",
             progress: Callable[[int, int], None] | None = None,
-            restyler: Restyler | None = None, size: int | str | None = None
-            ) -> list[GeneratedImage]:
+            restyler: Restyler | None = None, size: int | str | None = None,
+            batch_size: int = 1) -> list[GeneratedImage]:
     """Restyle each input into `style` (learned / bank / seed:N) or a `reference` picture.
 
     With both, `style` names the reference's style. Variation k uses seed `seed + k`.
     Images come input by input, variations inner. `size`: the working size of native
     models (None / "native" = each picture's own; N = longer side), see Restyler.
+    `batch_size` > 1 runs the images in batches (restyle_batch.py: equal to the
+    one-at-a-time render within float tolerance). The first bad input raises.
     """
+    out: list[GeneratedImage] = []
+    for result in restyle_each(model, inputs, style=style, reference=reference,
+                               strength=strength, seed=seed, variations=variations,
+                               pixel_blend=pixel_blend, source_style=source_style,
+                               device=device, progress=progress, restyler=restyler, size=size,
+                               batch_size=batch_size):
+        if isinstance(result, PolychromeError):
+            raise result
+        out += result
+    return out
+
+
+def restyle_each(model: GANModel | str, inputs: Sequence[Any], *,
+                 style: StyleLike | None = None, reference: Any | None = None,
+                 strength: float = 1.0, seed: int = 0, variations: int = 1,
+                 pixel_blend: float | None = None, source_style: str | int | None = None,
+                 device: str | torch.device = "cpu",
+                 progress: Callable[[int, int], None] | None = None,
+                 restyler: Restyler | None = None, size: int | str | None = None,
+                 batch_size: int = 1) -> list[list[GeneratedImage] | PolychromeError]:
+    """`restyle`, with one result per input: its images, or the error that input alone
+    raised (a picture that cannot be read). An error in what the whole request asks
+    for (an unknown style, a bad option) still raises at once."""
     r = restyler or Restyler(model, device=device, size=size)
     require_translation(r.model, "restyle")
     if not inputs:
@@ -73,25 +102,51 @@ def restyle(model: GANModel | str, inputs: Sequence[Any], *, style: StyleLike | 
         raise PolychromeError(f"variations must be an integer in 1..1000, got {variations!r}",
                               code="bad_request")
     check_seed(seed, variations)
+    check_batch_size(batch_size)
     target = reference if reference is not None else style
     ref_style = style if reference is not None else None
-    out: list[GeneratedImage] = []
-    total = len(inputs) * variations
-    for image in inputs:
-        r.set_image(image)
-        for k in range(variations):
-            recipe = r.build([(target, 1.0)], op="restyle", seed=seed + k, strength=strength,
-                             pixel_blend=pixel_blend, reference_style=ref_style,
-                             source_style=source_style)
-            if k == 0 and variations > 1 and all(c["kind"] != "latent"
-                                                 for c in recipe.components):
-                raise PolychromeError("variations need a latent-guided style (a learned style "
-                                      "name): a reference or saved style has no seed",
-                                      code="bad_request")
-            out.append(r.run(recipe, index=len(out)))
+    results: list[list[GeneratedImage] | PolychromeError] = [[] for _ in inputs]
+    total, made = len(inputs) * variations, 0
+    # Inputs are read a window at a time (WINDOW_BATCHES batches' worth of pictures or of
+    # the tiling pixel budget): the source pictures of one window are held, not the whole
+    # folder's, and each window is grouped into batches.
+    max_inputs = WINDOW_BATCHES * batch_size
+    max_pixels = WINDOW_BATCHES * r.tile_settings().max_pixels
+    i = 0
+    while i < len(inputs):
+        jobs: list[Job] = []
+        owner: list[int] = []  # input position of each job
+        start, held = i, 0
+        while i < len(inputs) and i - start < max_inputs and held < max_pixels:
+            i += 1
+            try:
+                r.source = load_picture(r.model, inputs[i - 1], size=r.size)
+            except PolychromeError as e:  # this input only
+                results[i - 1] = e
+                total -= variations
+                continue
+            held += r.source.array.shape[0] * r.source.array.shape[1]
+            for k in range(variations):
+                recipe = r.build([(target, 1.0)], op="restyle", seed=seed + k,
+                                 strength=strength, pixel_blend=pixel_blend,
+                                 reference_style=ref_style, source_style=source_style)
+                if k == 0 and variations > 1 and all(c["kind"] != "latent"
+                                                     for c in recipe.components):
+                    raise PolychromeError("variations need a latent-guided style (a learned "
+                                          "style name): a reference or saved style has no "
+                                          "seed", code="bad_request")
+                jobs.append(Job(r.source, recipe, index=made + len(jobs)))
+                owner.append(i - 1)
+
+        def step(done: int, _: int, before: int = made, total: int = total) -> None:
             if progress is not None:
-                progress(len(out), total)
-    return out
+                progress(before + done, total)
+
+        images = render_jobs(r, jobs, batch_size=batch_size, progress=step)
+        for pos, image in zip(owner, images, strict=True):
+            results[pos].append(image)  # type: ignore[union-attr]
+        made += len(images)
+    return results
 
 
 def mix(model: GANModel | str, styles: Sequence[tuple[StyleLike, float]], *,
@@ -173,8 +228,9 @@ def save_style_images(images: Sequence[GeneratedImage], out_dir: str | Path,
         while path in paths:  # two inputs with the same file name from different folders
             path = out_dir / f"{Path(name).stem}-{n}.png"
             n += 1
-        atomic_write_bytes(path, encode_png(im.array, im.metadata))
+        atomic_write_bytes(path, encode_png(im.array, im.metadata), sync_dir=False)
         paths.append(path)
+    fsync_dir(out_dir)  # the renames, once
     log.info("wrote %d images to %s", len(paths), out_dir)
     return paths
 

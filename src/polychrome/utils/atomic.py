@@ -34,9 +34,17 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make the renames into directory `path` durable (after `sync_dir=False` writes)."""
+    _fsync_dir(Path(path))
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp path beside `path`; on success fsync it and rename over `path`."""
+def atomic_path(path: str | os.PathLike, *, sync_dir: bool = True) -> Iterator[Path]:
+    """Yield a temp path beside `path`; on success fsync it and rename over `path`.
+
+    `sync_dir=False` leaves the directory's fsync to the caller (`fsync_dir`), who writes
+    many files into one directory and syncs it once at the end."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -48,15 +56,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
-        _fsync_dir(path.parent)
+        if sync_dir:
+            _fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, sync_dir: bool = True) -> None:
+    with atomic_path(path, sync_dir=sync_dir) as tmp:
         tmp.write_bytes(data)
 
 

@@ -62,6 +62,7 @@ async def restyle_route(request: Request, state: ServiceState = Depends(get_stat
     aspect (X-Polychrome-Drawn-At says which). `upscale` (2 or 4) hands the result to a
     super-resolution model (`upscaler`, default: the first registered one for the factor).
     """
+    from ...pipelines.restyle_batch import MAX_BATCH
     from ...pipelines.style import Restyler, require_translation, restyle
 
     body, files = await read_request(request, RestyleIn, files=("image", "reference"),
@@ -96,10 +97,14 @@ async def restyle_route(request: Request, state: ServiceState = Depends(get_stat
             keep_pictures(src, ref_pic)
             if ref_pic is not None:  # with a reference, `style` names the reference's style
                 target = ref_style or target
+            # variations of one picture: one batched forward (pipelines/restyle_batch.py),
+            # as the CLI restyles a folder, when the server batches at all
+            batch = min(state.settings.batch_max, MAX_BATCH) if state.settings.batching else 1
             return restyle(model, [src], style=target, reference=ref_pic,
                            strength=body.strength, seed=seed, variations=body.variations,
                            pixel_blend=body.pixel_blend, device=state.device,
-                           restyler=Restyler(model, device=state.device, size=size))
+                           restyler=Restyler(model, device=state.device, size=size),
+                           batch_size=max(1, batch))
 
         return await asyncio.to_thread(run)
 
