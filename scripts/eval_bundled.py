@@ -137,6 +137,17 @@ def new_metrics(name: str, entry: dict[str, Any]) -> dict[str, Any]:
     return figures
 
 
+def repo_relative(entry: dict[str, Any]) -> dict[str, Any]:
+    """An entry whose result names the model by its path in the repository (the JSON is
+    committed: no machine's paths in it)."""
+    result = entry.get("result")
+    if not result or not Path(str(result.get("model", ""))).is_absolute():
+        return entry
+    path = Path(result["model"])
+    rel = path.relative_to(REPO).as_posix() if path.is_relative_to(REPO) else path.name
+    return {**entry, "result": {**result, "model": rel}}
+
+
 def finite(value: Any) -> Any:
     """`value` with non-finite floats as None (JSON has no NaN)."""
     if isinstance(value, dict):
@@ -170,7 +181,8 @@ def main(args: argparse.Namespace) -> int:
     # models measured by an earlier run keep their entries (each records its own run)
     earlier = json.loads(out.read_text()).get("models", {}) if out.is_file() else {}
     report = {**facts, "n": args.n, "evaluator_budget_cpu_s": args.evaluator_budget,
-              "max_evaluator_steps": args.max_steps, "models": {**earlier, **entries}}
+              "max_evaluator_steps": args.max_steps,
+              "models": {k: repo_relative(v) for k, v in {**earlier, **entries}.items()}}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(finite(report), indent=1, sort_keys=True, allow_nan=False) + "\n")
     print(f"wrote {out}", file=sys.stderr)

@@ -82,6 +82,7 @@ def test_every_evaluation_records_its_instrument_or_why_not(script, report):
         if entry["status"] == "measured":
             instrument = entry["result"]["instrument"]
             assert instrument["usable"] and not instrument["problems"], name
+            assert not Path(entry["result"]["model"]).is_absolute(), name  # committed JSON
         else:  # why there are no figures is written down
             last = entry["attempts"][-1]
             assert last.get("refused") or last.get("error"), name
