@@ -286,6 +286,16 @@ def readme_default_models() -> list[str]:
         stylegan.append(f"KID {m['kid_mean']:.3f}")
     if "precision" in m and "recall" in m:
         stylegan.append(f"precision {m['precision']:.2f}, recall {m['recall']:.2f}")
+    if "fid_floor" in m and "fid_ceiling" in m:
+        stylegan[0] += (f" between its floor {m['fid_floor']:.2f} (real vs real) and ceiling "
+                        f"{m['fid_ceiling']:.1f} (real vs noise)")
+    if "sample_accuracy" in m:
+        per = m.get("sample_accuracy_per_style") or {}
+        worst = min(per, key=per.get) if per else None
+        stylegan.append(f"samples recognised as their style {_pct(m['sample_accuracy'])}" + (
+            f" (worst: {worst} {_pct(per[worst])})" if worst else ""))
+    if "evaluator_accuracy" in m:
+        stylegan.append(f"evaluator held-out accuracy {_pct(m['evaluator_accuracy'])}")
     stylegan_text = ", ".join(stylegan) + (f" (n = {_n(m['n'])})" if "n" in m else "")
     stargan = []
     if "style_accuracy" in t:
@@ -299,6 +309,8 @@ def readme_default_models() -> list[str]:
                        f"{t['identity_feat']:.2f}")
     if "diversity_l1" in t:
         stargan.append(f"diversity {t['diversity_l1']:.3f}")
+    if "evaluator_accuracy" in t:
+        stargan.append(f"evaluator held-out accuracy {_pct(t['evaluator_accuracy'])}")
     return [
         f"{len(dirs)} models ship inside the package (`polychrome/assets/models/`, "
         f"{size:.0f} MB in all) and are registered on first use of any `POLYCHROME_HOME`: "
