@@ -37,6 +37,20 @@ for _p in (REPO / "benchmarks", REPO / "scripts"):
         sys.path.insert(0, str(_p))
 
 
+def _script(folder: str, name: str) -> Any:
+    """A benchmark's or script's module, loaded from its file (a module of the same name
+    elsewhere, e.g. a test package called `restoration`, is never taken for it)."""
+    import importlib.util
+
+    key = f"_polychrome_{folder}_{name}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, REPO / folder / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module
+        spec.loader.exec_module(module)
+    return sys.modules[key]
+
+
 class DocsError(Exception):
     """A block's markers or sources are missing or inconsistent."""
 
@@ -187,16 +201,10 @@ def _card_script(name: str) -> Any:
     """The script that writes this bundled model's card (its family's recipe)."""
     spec = model_config(name)
     if spec.get("family") == "restoration":
-        import train_restoration
-
-        return train_restoration
+        return _script("scripts", "train_restoration")
     if spec.get("meta", {}).get("fit") == "crops":
-        import train_photo_styles
-
-        return train_photo_styles
-    import train_defaults
-
-    return train_defaults
+        return _script("scripts", "train_photo_styles")
+    return _script("scripts", "train_defaults")
 
 
 def card_measured(name: str) -> list[str]:
@@ -252,21 +260,15 @@ def seed_lines(model: str) -> list[str]:
 
 # -- README blocks -------------------------------------------------------------------------------
 def readme_restoration() -> str:
-    import restoration
-
-    return restoration.readme_table(quality("restoration.json"))
+    return _script("benchmarks", "restoration").readme_table(quality("restoration.json"))
 
 
 def readme_load() -> str:
-    import load
-
-    return load.readme_table(quality("load.json"))
+    return _script("benchmarks", "load").readme_table(quality("load.json"))
 
 
 def readme_scale_out() -> str:
-    import scale_out
-
-    return scale_out.readme_table(quality("scale_out.json"))
+    return _script("benchmarks", "scale_out").readme_table(quality("scale_out.json"))
 
 
 def readme_default_models() -> list[str]:
