@@ -106,7 +106,24 @@ def limit_lines(model_dir: Path | None = None) -> list[str]:
             f"{', '.join(weak) if weak else 'none'}; translations into them are not measured "
             "by it." if weak else "- Every style is recognised on real held-out pictures.",
             "- The styles it draws are mild: content is kept (high SSIM) and the colours and "
-            "textures move toward the target, but a photo does not become a drawing."]
+            "textures move toward the target, but a photo does not become a drawing.",
+            *_eval_refusal()]
+
+
+def _eval_refusal() -> list[str]:
+    """`polychrome eval`'s instrument on this model (scripts/eval_bundled.py), when it refused."""
+    path = REPO / "docs" / "quality" / "bundled_eval.json"
+    entry = json.loads(path.read_text()).get("models", {}).get("photo-styles", {}) \
+        if path.is_file() else {}
+    if entry.get("status") != "refused" or not entry.get("attempts"):
+        return []
+    last = entry["attempts"][-1]
+    reason = last["refused"].split("measure them: ", 1)[-1].split(". To get", 1)[0]
+    return [f"- `polychrome eval`'s instrument refuses to measure this model: its evaluator "
+            f"(trained on crops of this data set) {reason.removeprefix('it ')} "
+            "(`scripts/eval_bundled.py`, "
+            "`docs/quality/bundled_eval.json`). The table above comes from the benchmark's own "
+            "classifier, with the weaknesses said here."]
 
 
 def card(run_dir: Path, dest: Path, credits: Path | None) -> None:
