@@ -11,7 +11,6 @@ alone, which is what each of them cost before the imports were made lazy.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -19,6 +18,8 @@ import time
 from pathlib import Path
 
 from common import run_facts, run_script
+
+from polychrome.utils.atomic import atomic_write_json
 
 REPO = Path(__file__).resolve().parent.parent
 GOAL_S = 0.5  # --help, the bound
@@ -67,10 +68,8 @@ def main(args: argparse.Namespace) -> int:
               f"max {f['max_s']:.3f}, {f['runs']} runs, exit {f['exit_codes']})")
     print(f"import torch alone takes {result['import_torch_over_help']}x as long as --help")
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1) + "\n")
-        print(f"wrote {out}")
+        atomic_write_json(args.out, result)
+        print(f"wrote {args.out}")
     return 0
 
 

@@ -8,6 +8,7 @@ import logging
 import os
 import platform
 import shlex
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -71,3 +72,10 @@ def run_facts() -> dict[str, Any]:
                     "torch": torch.__version__, "threads": torch.get_num_threads(),
                     "python": platform.python_version(), "platform": platform.platform()},
     }
+
+
+def free_port() -> int:
+    """A free TCP port on loopback (for a server a benchmark starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from common import run_facts, run_script
+from common import free_port, run_facts, run_script
 
 from polychrome.errors import ConfigError
 from polychrome.utils.atomic import atomic_write_json
@@ -48,12 +47,6 @@ SERVER_ENV = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
     import urllib.error
     import urllib.request
@@ -66,7 +59,7 @@ def _get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
 
 
 def _start(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     with open(log, "wb") as f:
         proc = subprocess.Popen([sys.executable, "-m", "polychrome", "serve", "--host",

@@ -24,7 +24,6 @@ crops of the photo at their own size for native models.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -35,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 from common import run_facts, run_script
+
+from polychrome.utils.atomic import atomic_write_json
 
 REPO = Path(__file__).resolve().parent.parent
 ASSETS = REPO / "src" / "polychrome" / "assets"
@@ -179,10 +180,8 @@ def main(args: argparse.Namespace) -> int:
           f"in-process sampling {g['in_process_sampling_s']} s: (wall - start-up) / "
           f"sampling = {g['ratio']}")
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1) + "\n")
-        print(f"wrote {out}")
+        atomic_write_json(args.out, result)
+        print(f"wrote {args.out}")
     return 0
 
 

@@ -39,7 +39,6 @@ import asyncio
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,7 +48,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from common import run_facts, run_script
+from common import free_port, run_facts, run_script
 
 from polychrome.errors import ConfigError
 from polychrome.utils.atomic import atomic_write_json, atomic_write_text
@@ -328,12 +327,6 @@ def update_readme(text: str, report: dict[str, Any]) -> str:
 
 
 # -- the server ---------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _register_tiny(home: Path) -> None:
     """An untrained 16 px DCGAN named `tiny` in `home`'s store (the script's quick check)."""
     code = ("import torch\n"
@@ -366,7 +359,7 @@ def _settings(env: dict[str, str]) -> dict[str, Any]:
 
 
 def _start(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, int]:
-    port = _free_port()
+    port = free_port()
     with open(log, "wb") as f:
         proc = subprocess.Popen([sys.executable, "-m", "polychrome", "serve", "--host",
                                  "127.0.0.1", "--port", str(port), "--workers", "0"],
