@@ -115,7 +115,7 @@ def test_stargan_run_details(tmp_path):
     packed = make_packed(styles=3)
     run = train(tiny_config("stargan", steps=2, checkpoint_every=0, sample_every=0),
                 packed=packed, run_dir=tmp_path / "run", tensorboard=False)
-    for key in ("loss_d", "loss_g", "sty", "ds", "cyc", "r1", "ref_loss_g", "lambda_ds"):
+    for key in ("loss_d", "loss_g", "sty", "ds", "cyc", "ref_loss_g", "ref_cyc", "lambda_ds"):
         assert key in run.final, key
     state = _final_state(run.run_dir)
     assert set(state["optimizers"]) == {"g", "f", "e", "d"}
@@ -123,8 +123,47 @@ def test_stargan_run_details(tmp_path):
     groups = state["optimizers"]["g"]["param_groups"][0]
     assert groups["weight_decay"] == pytest.approx(1e-4) and groups["betas"] == [0.0, 0.99]
     lines = [json.loads(s) for s in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    ds = [ln["losses"]["lambda_ds"] for ln in lines if "losses" in ln]
-    assert ds == pytest.approx([1.0, 0.5])  # decays linearly over the run
+    losses = [ln["losses"] for ln in lines if "losses" in ln]
+    assert [ln["lambda_ds"] for ln in losses] == pytest.approx([1.0, 0.5])  # linear decay
+    # Lazy R1 by default: on the first D update, then every 16th.
+    assert "r1" in losses[0] and "r1" not in losses[1]
+
+
+def test_stargan_batched_step_computes_the_four_update_schedules_first_terms(tmp_path):
+    """At step 0 both schedules start from the same weights and inputs: the terms that
+    do not depend on an earlier update of the step must agree (the latent branch's D
+    loss on the fakes the G update reuses, its style, diversity and cycle terms)."""
+    packed = make_packed(styles=3)
+    runs = {}
+    for batched in (True, False):
+        runs[batched] = train(tiny_config("stargan", steps=1, checkpoint_every=0,
+                                          sample_every=0, r1_interval=1,
+                                          trainer_options={"batched": batched}),
+                              packed=packed, run_dir=tmp_path / str(batched),
+                              tensorboard=False).final
+    for key in ("loss_d", "d_real", "d_fake", "r1", "sty", "ds", "cyc"):
+        assert runs[True][key] == pytest.approx(runs[False][key], rel=1e-4, abs=1e-6), key
+    # The reference branch's D loss sees the same D in the batched schedule (one update),
+    # an updated one in the four-update schedule.
+    assert runs[True]["ref_d_real"] == pytest.approx(runs[True]["d_real"], rel=1e-6)
+    assert runs[False]["ref_d_real"] != pytest.approx(runs[False]["d_real"], rel=1e-6)
+
+
+@pytest.mark.parametrize("options", [{"lambda_id": 1.0},
+                                     {"lambda_pair": 5.0, "lambda_cyc": 0.0}])
+def test_stargan_batched_lazy_r1_resumes_exactly(options, tmp_path):
+    """Lazy R1 due on both sides of the cut (steps 0 and 2) and every optional term: a
+    run stopped after 2 steps and resumed ends bit-identical to a straight one."""
+    packed = make_packed(n=24, styles=3, aligned=True)
+    cfg = tiny_config("stargan", steps=4, checkpoint_every=0, sample_every=0,
+                      r1_interval=2, trainer_options=options)
+    straight = train(cfg, packed=packed, run_dir=tmp_path / "straight", tensorboard=False)
+    assert all(v == v for v in straight.final.values())
+    half = train(cfg, packed=packed, run_dir=tmp_path / "split", tensorboard=False,
+                 should_stop=_stop_after(2))
+    train(resume=half.run_dir, packed=packed, tensorboard=False)
+    a, b = _final_tensors(tmp_path / "straight"), _final_tensors(tmp_path / "split")
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_cyclegan_rejects_three_styles(tmp_path):

@@ -311,6 +311,9 @@ class StarGAN(GANModel):
         "lr_d": 1e-4,
         "betas": [0.0, 0.99],
         "r1_gamma": 1.0,
+        # Lazy R1 (StyleGAN2): every 16th D update, scaled by 16; the paper's every-step
+        # penalty is r1_interval: 1.
+        "r1_interval": 16,
         "ema_decay": 0.999,
         "batch_size": 8,
     }
