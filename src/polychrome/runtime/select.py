@@ -13,6 +13,7 @@ import torch
 
 from ..errors import PolychromeError
 from ..models.base import GANModel
+from ..settings import RUNTIMES
 from .onnx_export import RuntimeUnsupported, cached_graph, require
 from .onnx_modules import (
     OnnxGraph,
@@ -30,7 +31,6 @@ from .specs import specs_for
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("torch", "onnx")
 # fp32: the exported graphs as they are; int8-dynamic: weights in int8, activations
 # quantised per call (onnxruntime.quantization.quantize_dynamic).
 VARIANTS = ("fp32", "int8-dynamic")
