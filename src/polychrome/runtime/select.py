@@ -31,9 +31,8 @@ from .specs import specs_for
 
 log = logging.getLogger(__name__)
 
-# fp32: the exported graphs as they are; int8-dynamic: weights in int8, activations
-# quantised per call (onnxruntime.quantization.quantize_dynamic).
-VARIANTS = ("fp32", "int8-dynamic")
+# fp32: the exported graphs as they are; int8-dynamic / int8-static: see quantize.py.
+VARIANTS = ("fp32", "int8-dynamic", "int8-static")
 
 
 def check_runtime(name: str) -> str:
@@ -51,17 +50,19 @@ def _device(model: GANModel) -> torch.device:
     return torch.device("cpu")
 
 
-def _graph_path(spec, prefix: str, variant: str, cache_dir: Path | None) -> Path:
+def _graph_path(spec, prefix: str, variant: str, cache_dir: Path | None,
+                calibration: dict[str, list] | None) -> Path:
     path = cached_graph(spec, prefix, cache_dir)
     if variant == "fp32":
         return path
     from .quantize import quantized_path
 
-    return quantized_path(path, variant)
+    return quantized_path(path, variant, (calibration or {}).get(spec.name))
 
 
 def onnx_graphs(model: GANModel, *, variant: str = "fp32", cache_dir: Path | None = None,
-                threads: int | None = None) -> dict[str, OnnxGraph]:
+                threads: int | None = None, calibration: dict[str, list] | None = None
+                ) -> dict[str, OnnxGraph]:
     """Every inference graph of `model` as an ONNX Runtime session (exported when new)."""
     require("onnxruntime")
     if variant not in VARIANTS:
@@ -70,19 +71,21 @@ def onnx_graphs(model: GANModel, *, variant: str = "fp32", cache_dir: Path | Non
     prefix = model.name
     graphs = {}
     for spec in specs_for(model):
-        path = _graph_path(spec, prefix, variant, cache_dir)
+        path = _graph_path(spec, prefix, variant, cache_dir, calibration)
         graphs[spec.name] = OnnxGraph(path, instance_norm=has_instance_norm(spec.reference),
                                       threads=threads)
     return graphs
 
 
 def use_runtime(model: GANModel, runtime: str = "torch", *, variant: str = "fp32",
-                cache_dir: Path | None = None, threads: int | None = None) -> GANModel:
+                cache_dir: Path | None = None, threads: int | None = None,
+                calibration: dict[str, list] | None = None) -> GANModel:
     """`model` with its inference networks run by `runtime` (in place; returned for chaining).
 
     "torch" leaves the model as it is. "onnx" exports each inference network once per
     weights (cached under the machine's cache dir), then puts ONNX Runtime stand-ins where
-    the networks were. ONNX Runtime runs here on the CPU only.
+    the networks were. ONNX Runtime runs here on the CPU only. `variant` int8-static needs
+    `calibration` (quantize.calibration_feeds, made from the torch model beforehand).
     """
     runtime = check_runtime(runtime)
     if runtime == "torch" or getattr(model, "runtime", "torch") == "onnx":
@@ -91,7 +94,8 @@ def use_runtime(model: GANModel, runtime: str = "torch", *, variant: str = "fp32
         raise RuntimeUnsupported("--runtime onnx runs on the CPU; use --device cpu or the "
                                  "PyTorch runtime on an accelerator")
     model.eval()
-    graphs = onnx_graphs(model, variant=variant, cache_dir=cache_dir, threads=threads)
+    graphs = onnx_graphs(model, variant=variant, cache_dir=cache_dir, threads=threads,
+                         calibration=calibration)
     cfg = model.config
     if model.family == "noise" and model.name == "stylegan":
         gen = model.generator
