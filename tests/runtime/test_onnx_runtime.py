@@ -136,3 +136,26 @@ def test_int8_variants_stay_within_the_looser_bound(tmp_path, variant):
     with torch.no_grad():
         err = float((model.generator(x) - ref.generator(x)).abs().mean())
     assert 0 < err <= INT8_MAE
+
+
+def test_structured_pruning_removes_channels_and_keeps_shapes():
+    from polychrome.runtime.prune import parameter_count, prune_model
+
+    torch.manual_seed(0)
+    model = Pix2Pix(Pix2PixConfig(task="sr", scales=[2, 4], width=8, max_width=16, n_down=2,
+                                  n_blocks=2)).eval()
+    for head in model.generator.heads.values():
+        torch.nn.init.normal_(head.weight, std=0.05)
+    x = torch.rand(1, 3, 12, 20) * 2 - 1
+    same = prune_model(model, 0.0)
+    half = prune_model(model, 0.5)
+    assert parameter_count(half.generator) < 0.8 * parameter_count(model.generator)
+    assert half.generator.tail[0].out_channels == model.generator.tail[0].out_channels // 2
+    with torch.no_grad():
+        assert torch.equal(same.generator(x, 4), model.generator(x, 4))  # nothing removed
+        assert half.generator(x, 4).shape == model.generator(x, 4).shape
+    cyc = CycleGAN(CycleGANConfig(resolution=16, width=4, n_blocks=2)).eval()
+    small = prune_model(cyc, 0.5)
+    assert parameter_count(small.generator) < parameter_count(cyc.generator)
+    with torch.no_grad():
+        assert small.translate(x, 1).shape == x.shape
