@@ -36,6 +36,16 @@ Feed = dict[str, np.ndarray]
 QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]
 
 
+def weighted_nodes(path: Path) -> list[str]:
+    """QUANTIZED_OPS nodes whose weight is stored in the graph. StyleGAN's modulated convs
+    compute their weight per call from the style; those stay float."""
+    onnx = require("onnx")
+    graph = onnx.load(str(path), load_external_data=False).graph
+    stored = {t.name for t in graph.initializer}
+    return [n.name for n in graph.node
+            if n.op_type in QUANTIZED_OPS and len(n.input) > 1 and n.input[1] in stored]
+
+
 def quantized_path(fp32: Path, variant: str, feeds: list[Feed] | None = None) -> Path:
     """The `variant` of the graph at `fp32`, made once (atomically) and cached beside it."""
     q = require("onnxruntime.quantization")
@@ -44,7 +54,8 @@ def quantized_path(fp32: Path, variant: str, feeds: list[Feed] | None = None) ->
         if not out.is_file():
             with atomic_path(out) as tmp:
                 q.quantize_dynamic(str(fp32), str(tmp), weight_type=q.QuantType.QInt8,
-                                   per_channel=True, op_types_to_quantize=QUANTIZED_OPS)
+                                   per_channel=True, op_types_to_quantize=QUANTIZED_OPS,
+                                   nodes_to_quantize=weighted_nodes(fp32))
         return out
     if variant == "int8-static":
         if not feeds:
@@ -56,7 +67,8 @@ def quantized_path(fp32: Path, variant: str, feeds: list[Feed] | None = None) ->
                                   quant_format=q.QuantFormat.QDQ, per_channel=True,
                                   activation_type=q.QuantType.QInt8,
                                   weight_type=q.QuantType.QInt8,
-                                  op_types_to_quantize=QUANTIZED_OPS)
+                                  op_types_to_quantize=QUANTIZED_OPS,
+                                  nodes_to_quantize=weighted_nodes(fp32))
         return out
     raise PolychromeError(f"unknown variant {variant!r}", code="bad_runtime")
 
