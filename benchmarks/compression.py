@@ -292,6 +292,7 @@ def readme_table(report: dict[str, Any]) -> str:
 
 # -- main -----------------------------------------------------------------------------------
 def main(args: argparse.Namespace) -> int:
+    facts = run_facts()  # before the run: its commit, and the load it started under
     threads = torch.get_num_threads()
     results = []
     with tempfile.TemporaryDirectory(prefix="compression-") as tmp:
@@ -307,7 +308,7 @@ def main(args: argparse.Namespace) -> int:
                          if "psnr_vs_truth_db" in row else "")
                 print(f"{name} {v}: {row['speedup']:.2f}x torch, {row['bytes'] / 1e6:.2f} MB, "
                       f"PSNR vs torch {_cell_psnr(row['psnr_vs_torch_db'])} dB{truth}")
-    report = {**run_facts(), "repeats": args.repeats, "prune_fraction": args.prune,
+    report = {**facts, "repeats": args.repeats, "prune_fraction": args.prune,
               "models": results, "defaults": defaults_verdict(results)}
     for v, d in report["defaults"]["variants"].items():
         print(f"{v}: {'meets' if d['meets_bar'] else 'misses'} the default bar "
