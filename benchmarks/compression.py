@@ -285,7 +285,7 @@ def readme_table(report: dict[str, Any]) -> str:
              table(report), ""]
     if (mach.get("load_average_1m") or 0) > mach["cores"]:
         lines += [f"The machine was shared (load average {mach['load_average_1m']} on "
-                  f"{mach['cores']} cores): speed ratios of these millisecond forwards move "
+                  f"{mach['cores']} cores): speed ratios of these short forwards move "
                   f"from run to run, sizes and PSNRs do not.", ""]
     lines += ["pix2pix sr's ONNX size counts one graph per trained scale, each holding the "
               "shared trunk. StyleGAN's modulated convolutions compute their weights per call "
