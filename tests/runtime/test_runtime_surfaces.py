@@ -130,3 +130,30 @@ def test_unknown_runtime_is_refused():
     model = create_model("dcgan", resolution=16, width=8, z_dim=8)
     with pytest.raises(PolychromeError, match="valid runtimes: torch, onnx"):
         use_runtime(model, "tensorrt")
+
+
+@needs_onnx
+def test_restyle_cli_runtime_onnx_at_an_odd_size(tmp_path, capsys):
+    """A native-size StarGAN restyles a 67 x 45 picture through both runtimes; --json stays
+    one line (the exporter's chatter never reaches stdout)."""
+    import json
+
+    from PIL import Image
+
+    torch.manual_seed(0)
+    model = create_model("stargan", resolution=16, num_domains=3, width=8, max_width=16,
+                         style_dim=8, latent_dim=4, mapping_dim=16, mapping_shared_layers=1,
+                         mapping_head_layers=1, e_width=8, e_max_width=16, d_width=8,
+                         d_max_width=16, enc_blocks=1, dec_blocks=1, skips=1)
+    meta = {"styles": ["ink", "neon", "pastel"], "fit": "crops", "crop": 16, "scale": [16, 48]}
+    model.save_pretrained(tmp_path / "star", modules=model.inference_modules, meta=meta)
+    src = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (45, 67, 3),
+                                                      dtype=np.uint8)).save(src)
+    for runtime in ("torch", "onnx"):
+        code = main(["restyle", str(tmp_path / "star"), str(src), "--style", "neon",
+                     "--runtime", runtime, "-o", str(tmp_path / f"{runtime}.png"), "--json"])
+        lines = [x for x in capsys.readouterr().out.splitlines() if x.strip()]
+        assert code == 0 and len(lines) == 1 and json.loads(lines[0])["width"] == 67
+    a, b = _pixels(tmp_path / "torch.png"), _pixels(tmp_path / "onnx.png")
+    assert a.shape == (45, 67, 3) and int(np.abs(a - b).max()) <= MAX_STEP
