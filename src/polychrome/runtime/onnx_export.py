@@ -42,6 +42,9 @@ class RuntimeUnavailable(PolychromeError):
     """The ONNX runtime was asked for but its packages are not installed."""
 
     code = "runtime_unavailable"
+    # Through the API this is the server's configuration (settings `runtime`), not the
+    # client's request.
+    http_status = 503
 
 
 class RuntimeUnsupported(PolychromeError):
