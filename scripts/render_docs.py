@@ -267,6 +267,10 @@ def readme_load() -> str:
     return _script("benchmarks", "load").readme_table(quality("load.json"))
 
 
+def readme_compression() -> str:
+    return _script("benchmarks", "compression").readme_table(quality("compression.json"))
+
+
 def readme_scale_out() -> str:
     return _script("benchmarks", "scale_out").readme_table(quality("scale_out.json"))
 
@@ -588,6 +592,7 @@ def blocks() -> list[Block]:
         Block(README, "restoration-limits", f"{q}restoration.json, training_runs.json and "
               "emoji_sr.json", readme_restoration_limits),
         Block(README, "load", f"{q}load.json", readme_load),
+        Block(README, "compression", f"{q}compression.json", readme_compression),
         Block(README, "scale-out", f"{q}scale_out.json", readme_scale_out),
         Block(README, "contract", f"{q}schemathesis.json", readme_contract),
         Block(README, "translation", f"{q}translation_quality.md", readme_translation),

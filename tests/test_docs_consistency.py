@@ -28,7 +28,7 @@ def test_every_source_names_its_run():
     for name in ("restoration.json", "load.json", "scale_out.json", "photo_quality.json",
                  "native_size.json", "emoji_sr.json", "style_switch.json",
                  "seed_diversity.json", "seed_diversity_emoji_other.json",
-                 "seed_diversity_photo.json"):
+                 "seed_diversity_photo.json", "compression.json"):
         report = render_docs.quality(name)
         assert report["command"].startswith("python benchmarks/"), name
         assert report["commit"] and report["machine"]["cores"] >= 1, name

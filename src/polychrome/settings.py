@@ -19,6 +19,10 @@ from pydantic_settings import (
 from .errors import ConfigError
 from .registry import did_you_mean
 
+# The runtimes that can run a model's networks (polychrome.runtime; named here so that
+# settings are checked without importing torch).
+RUNTIMES = ("torch", "onnx")
+
 
 def _default_home() -> Path:
     return Path.home() / ".polychrome"
@@ -90,6 +94,11 @@ class Settings(BaseSettings):
     batching: bool = True  # dynamic micro-batching of concurrent generate requests
     batch_wait_ms: float = 5.0  # how long a batch waits for more requests
     batch_max: int = 64  # images per micro-batch forward
+    # Which runtime runs the models' networks in the API (polychrome.runtime): "torch" or
+    # "onnx" (ONNX Runtime on the CPU; the `onnx` extra). `runtime_models` overrides it per
+    # registered model name: a comma-separated NAME=RUNTIME list (or a mapping in the file).
+    runtime: str = "torch"
+    runtime_models: str = ""
     # Torch intra-op threads in the web process: requests already run in parallel, and
     # several threads per tiny forward oversubscribe the cores (0 = torch's default).
     inference_threads: int = 1
@@ -136,6 +145,38 @@ class Settings(BaseSettings):
         if isinstance(v, list | tuple):
             return ",".join(str(k) for k in v)
         return v
+
+    @field_validator("runtime_models", mode="before")
+    @classmethod
+    def _runtime_pairs(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return ",".join(f"{k}={r}" for k, r in v.items())
+        return v
+
+    @field_validator("runtime")
+    @classmethod
+    def _known_runtime(cls, v: str) -> str:
+        if v.strip().lower() not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {v!r}")
+        return v.strip().lower()
+
+    @field_validator("runtime_models")
+    @classmethod
+    def _known_runtime_models(cls, v: str) -> str:
+        for item in filter(None, (p.strip() for p in v.split(","))):
+            name, sep, runtime = item.partition("=")
+            if not sep or not name.strip() or runtime.strip().lower() not in RUNTIMES:
+                raise ValueError(f"runtime_models entries are NAME=RUNTIME with RUNTIME one of "
+                                 f"{', '.join(RUNTIMES)}, got {item!r}")
+        return v
+
+    def runtime_for(self, name: str | None) -> str:
+        """The runtime of registered model `name` (its override, else `runtime`)."""
+        for item in filter(None, (p.strip() for p in self.runtime_models.split(","))):
+            key, _, runtime = item.partition("=")
+            if name is not None and key.strip() == name:
+                return runtime.strip().lower()
+        return self.runtime
 
     @property
     def api_key_set(self) -> frozenset[str]:

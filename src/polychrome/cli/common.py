@@ -42,6 +42,15 @@ def upscale_options(f):
                              "(pix2pix sr) model.")(f)
 
 
+RUNTIME_HELP = ("Run the networks with PyTorch (torch) or ONNX Runtime (onnx, CPU; needs the "
+                "onnx extra). The pictures agree within float rounding.")
+
+
+def runtime_option(f):
+    return click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch",
+                        show_default=True, help=RUNTIME_HELP)(f)
+
+
 def load_upscaler(upscale: str | None, upscaler: str | None, device: str,
                   styles: list[str] | None = None):
     """The sr model for --upscale, checked before any picture is made (None without it).

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import click
 
-from .common import apply_upscale, echo, emit_json, json_option, load_upscaler, upscale_options
+from .common import (
+    apply_upscale,
+    echo,
+    emit_json,
+    json_option,
+    load_upscaler,
+    runtime_option,
+    upscale_options,
+)
 from .main import app
 
 
@@ -24,11 +32,12 @@ from .main import app
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), required=True,
               help="Output directory for the PNGs.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, mps ...")
+@runtime_option
 @upscale_options
 @json_option
 def generate_cmd(model: str, n: int, seed: int, style: str | None, truncation: float,
-                 out_dir: Path, device: str, upscale: str | None, upscaler: str | None,
-                 as_json: bool) -> None:
+                 out_dir: Path, device: str, runtime: str, upscale: str | None,
+                 upscaler: str | None, as_json: bool) -> None:
     """Generate N images with MODEL (a registered NAME, NAME:VERSION or a model directory).
 
     Each PNG carries its model, version, style, seed and truncation as text metadata.
@@ -38,7 +47,7 @@ def generate_cmd(model: str, n: int, seed: int, style: str | None, truncation: f
     from ..persistence.models import load_model
     from ..pipelines.generate import save_while_generating
 
-    m = load_model(model, device=device)
+    m = load_model(model, device=device, runtime=runtime)
     sr = load_upscaler(upscale, upscaler, device, m.style_names)
     finish = None if sr is None else (lambda im: apply_upscale([im], sr, upscale, device)[0])
     with tqdm(total=n, unit="img", desc="generating", file=sys.stderr,

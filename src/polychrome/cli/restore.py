@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import PolychromeError
-from .common import echo, emit_json, json_option
+from .common import echo, emit_json, json_option, runtime_option
 from .main import app
 
 
@@ -25,14 +25,16 @@ from .main import app
 @click.option("-o", "--out", "out", type=click.Path(path_type=Path), required=True,
               help="Output PNG file, or a directory (the PNG is named after IMAGE).")
 @click.option("--device", default="cpu", show_default=True)
+@runtime_option
 @json_option
 def restore_cmd(model: str, image: str, task: str | None, scale: str | None, mask: str | None,
-                out: Path, device: str, as_json: bool) -> None:
+                out: Path, device: str, runtime: str, as_json: bool) -> None:
     """Restore IMAGE with a restoration MODEL (pix2pix) at the picture's own size.
 
     sr makes it SCALE times larger, inpaint fills the white parts of --mask (the rest is
     kept byte for byte), colorize gives a grey picture colours (its brightness is kept).
     """
+    from ..persistence.models import load_model
     from ..pipelines.restore import restore
     from ..pipelines.style import save_image
 
@@ -48,7 +50,7 @@ def restore_cmd(model: str, image: str, task: str | None, scale: str | None, mas
     else:
         path = out / f"{Path(image).stem}-restored.png"
     t0 = time.perf_counter()
-    result = restore(model, image, task=task, scale=scale, mask=mask, device=device)
+    result = restore(load_model(model, device=device, runtime=runtime), image, task=task, scale=scale, mask=mask, device=device)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(result, path)
     seconds = time.perf_counter() - t0

@@ -13,7 +13,15 @@ from typing import Any
 import click
 
 from ..errors import PolychromeError
-from .common import apply_upscale, echo, emit_json, json_option, load_upscaler, upscale_options
+from .common import (
+    apply_upscale,
+    echo,
+    emit_json,
+    json_option,
+    load_upscaler,
+    runtime_option,
+    upscale_options,
+)
 from .main import app
 
 STYLE_HELP = ("a learned style (name or index), a saved style (bank:NAME, or NAME when no "
@@ -27,10 +35,11 @@ def _bar(total: int, desc: str, quiet: bool):
                 disable=quiet or not sys.stderr.isatty())
 
 
-def _restyler(model: str, device: str, size: str | None = None):
+def _restyler(model: str, device: str, size: str | None = None, runtime: str = "torch"):
+    from ..persistence.models import load_model
     from ..pipelines.restyler import Restyler
 
-    return Restyler(model, device=device, size=size)
+    return Restyler(load_model(model, device=device, runtime=runtime), device=device, size=size)
 
 
 SIZE_HELP = ("Working size of models trained on crops: 'native' (default: the picture's own "
@@ -126,12 +135,13 @@ def _expand_inputs(inputs: tuple[str, ...]) -> list[str]:
 @click.option("--save-style", default=None,
               help="Save the target style code (variation 0) in the style bank as NAME.")
 @click.option("--device", default="cpu", show_default=True)
+@runtime_option
 @upscale_options
 @json_option
 def restyle_cmd(model: str, inputs: tuple[str, ...], style: str | None, reference: str | None,
                 strength: float, pixel_blend: float | None, source_style: str | None, seed: int,
                 variations: int, size: str | None, batch_size: int, out_dir: Path,
-                save_style: str | None, device: str, upscale: str | None,
+                save_style: str | None, device: str, runtime: str, upscale: str | None,
                 upscaler: str | None, as_json: bool) -> None:
     """Restyle INPUT images (files, or folders of pictures) with a translation MODEL.
 
@@ -155,7 +165,7 @@ def restyle_cmd(model: str, inputs: tuple[str, ...], style: str | None, referenc
         raise PolychromeError(f"-o {out_dir} names one PNG file but "
                               f"{len(paths_in) * variations} images will be made: give a "
                               "directory", code="bad_request")
-    r = _restyler(model, device, size)
+    r = _restyler(model, device, size, runtime)
     require_translation(r.model, "restyle")
     if not paths_in:
         raise PolychromeError(f"restyle needs at least one INPUT image for {r.model.name}",

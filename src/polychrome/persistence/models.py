@@ -395,13 +395,19 @@ def resolve_model(spec: str) -> ModelRef:
     raise _not_found(spec)
 
 
-def load_model(spec: str | ModelRef, device: str = "cpu") -> GANModel:
-    """The model in eval() mode, with `.model_ref` telling where it came from."""
+def load_model(spec: str | ModelRef, device: str = "cpu", runtime: str = "torch") -> GANModel:
+    """The model in eval() mode, with `.model_ref` telling where it came from.
+
+    `runtime` "onnx" runs its inference networks through ONNX Runtime (polychrome.runtime);
+    the pipelines cannot tell the difference."""
+    from ..runtime import check_runtime, use_runtime
+
+    runtime = check_runtime(runtime)  # a bad name fails before any weights are read
     ref = spec if isinstance(spec, ModelRef) else resolve_model(spec)
     model = GANModel.from_pretrained(ref.path, map_location=device)
     model.eval()
     model.model_ref = ref
-    return model
+    return use_runtime(model, runtime)
 
 
 def list_models_registered() -> list[dict]:

@@ -129,7 +129,10 @@ class PipelineCache:
                 if hit is not None:
                     return hit
             t0 = time.perf_counter()
-            model = load_model(ref, device=self.device)
+            from ..settings import get_settings
+
+            model = load_model(ref, device=self.device,
+                               runtime=get_settings().runtime_for(ref.name))
             log.info("loaded model %s in %.2f s", key, time.perf_counter() - t0)
             loaded = Loaded(key=key, model=model, ref=ref)
             if self.metrics:
