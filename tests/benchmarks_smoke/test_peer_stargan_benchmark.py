@@ -221,6 +221,8 @@ def test_both_sides_timed_counted_and_scored(peer, data, tmp_path, capsys):
         assert set(s["params_M"]) and s["threads"] == 1
     assert rec["ratio_img_per_s"] == pytest.approx(rec["sides"]["polychrome"]["img_per_s"]
                                                    / rec["sides"]["official"]["img_per_s"])
+    assert rec["ratio_img_per_cpu_s"] == pytest.approx(
+        rec["sides"]["polychrome"]["img_per_cpu_s"] / rec["sides"]["official"]["img_per_cpu_s"])
     assert len(rec["ratio_img_per_s_per_round"]) == 2
     assert _finite(*rec["ratio_img_per_s_per_round"])
     # the FLOP counts are the nets' own: the fake official nets are far smaller
