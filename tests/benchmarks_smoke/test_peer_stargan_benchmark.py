@@ -211,7 +211,11 @@ def test_both_sides_timed_counted_and_scored(peer, data, tmp_path, capsys):
     assert rec["settings"]["styles"] == ["flat", "outline", "shadow"]
     assert rec["polychrome_choices"] == peer_stargan.POLYCHROME_CHOICES
     assert rec["polychrome_recipe"]["trainer_options"]["lambda_id"] == 0
-    assert rec["recipe_differences"] == []  # Polychrome's paper recipe = the official args
+    # The paper's losses and hyper-parameters; only the schedule differs (lazy R1, both
+    # branches in one D and one G update).
+    assert rec["recipe_differences"] == [
+        "R1 every n-th D update (scaled by n): polychrome 16 vs official 1",
+        "updates per iteration: polychrome 2 (batched branches) vs official 4"]
     for side in ("polychrome", "official"):
         s = rec["sides"][side]
         assert s["iterations_timed"] == 4 and len(s["rounds"]) == 2
