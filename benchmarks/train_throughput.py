@@ -12,7 +12,8 @@ measurement runs in a fresh subprocess of THIS script with PYTHONPATH at one tre
 `src/`: the measuring code is the same for both sides, only the package under test
 differs. Per model the sides alternate (baseline, new, baseline, new, ... `--rounds`
 times each) at the same thread count, so a change in the machine's load hits both; each
-side's best round (highest achieved GFLOP/s) is reported, and their ratio new / baseline.
+side's best round (highest achieved GFLOP/s) is reported, and their ratio new / baseline
+(the record also holds the ratio of GFLOP per CPU-second of the measuring process).
 Every model runs at `--resolution`, except models whose config refuses it (restoration
 models need their crop to survive the encoder's downsampling: pix2pix at 32 px would
 feed an 8 px input to 3 stride-2 layers), which run at their config's default resolution.
@@ -411,6 +412,10 @@ def compare_model(name: str, sides: dict[str, Path], args: argparse.Namespace,
     base, new = entry.get("baseline"), entry["new"]
     if base and base.get("gflop_s") and new.get("gflop_s"):
         entry["gflop_s_ratio"] = new["gflop_s"] / base["gflop_s"]
+        # the same per CPU-second of the measuring process: less sensitive to other jobs
+        # taking cores away, more to threads spinning while they wait
+        entry["gflop_per_cpu_s_ratio"] = (new["gflop_per_img"] * new["img_per_cpu_s"]
+                                          / (base["gflop_per_img"] * base["img_per_cpu_s"]))
     return entry
 
 

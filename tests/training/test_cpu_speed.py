@@ -101,3 +101,28 @@ def test_all_finite_sees_any_bad_log(bad):
         broken[key] = logs[key].clone().reshape(-1)
         broken[key][-1] = bad
         assert not loop.all_finite(broken)
+
+
+@pytest.mark.parametrize("model, config_allows, expected", [
+    ("dcgan", True, True), ("dcgan", False, False), ("pix2pix", True, False)])
+def test_channels_last_on_cpu_where_the_model_says_it_pays(tmp_path, monkeypatch, model,
+                                                            config_allows, expected):
+    seen = []
+    real = loop._Run._setup
+
+    def setup(self):
+        real(self)
+        conv = next(m for m in self.model.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d))
+        seen.append((self.ctx.channels_last,
+                     conv.weight.is_contiguous(memory_format=torch.channels_last)
+                     and not conv.weight.is_contiguous()))
+
+    monkeypatch.setattr(loop._Run, "_setup", setup)
+    extra = {"model_config": {"width": 8, "max_width": 16, "n_down": 1, "n_blocks": 1,
+                              "d_width": 8}, "resolution": 32} if model == "pix2pix" else {}
+    cfg = tiny_config(model, steps=1, checkpoint_every=0, sample_every=0, batch_size=4,
+                      channels_last=config_allows, **extra)
+    packed = make_packed(n=16, resolution=cfg.resolution)
+    result = train(cfg, packed=packed, run_dir=tmp_path / "run", tensorboard=False)
+    assert seen == [(expected, expected)] and result.step == 1
+    assert loop.uses_channels_last(nn.Module(), torch.device("cuda"))  # CUDA: always

@@ -26,7 +26,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -185,7 +185,7 @@ class _Run:
         self.cfg = cfg = resolve_config(raw, model.train_defaults)
         self.device = env.device
         self.amp_dtype = amp_dtype_for(cfg.amp, self.device)
-        channels_last = cfg.channels_last and self.device.type == "cuda"
+        channels_last = cfg.channels_last and uses_channels_last(model, self.device)
         model = model.to(self.device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -212,6 +212,7 @@ class _Run:
         self._setup_run_dir()
         if self.ckpt is not None:
             self.step, extra = restore_state(self, self.ckpt)
+            match_state_layouts(self.trainer.optimizers.values())
             self.images_seen = int(extra.get("images_seen", 0))
             self.saved_step = self.step
         self._setup_monitor()
@@ -458,6 +459,34 @@ class _Meter:
         out = ({k: v / self.counts[k] for k, v in self.sums.items()}, self.steps, self.seconds)
         self.__init__()
         return out
+
+
+def match_state_layouts(optimizers: Iterable[torch.optim.Optimizer]) -> None:
+    """Give each optimiser state tensor its parameter's memory layout (after a resume).
+
+    A checkpoint stores contiguous tensors, so a resumed run's Adam moments come back
+    NCHW beside channels-last weights, where the fresh run had them channels-last. The
+    update is elementwise, but a kernel may take another (vectorised or not) path for
+    mismatched layouts and round differently: the resumed run would drift from the
+    uninterrupted one.
+    """
+    for opt in optimizers:
+        for p, state in opt.state.items():
+            for k, v in state.items():
+                if isinstance(v, torch.Tensor) and v.shape == p.shape and v.stride() != p.stride():
+                    state[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)  # p's strides
+
+
+def uses_channels_last(model: nn.Module, device: torch.device) -> bool:
+    """Whether a run of `model` on `device` keeps images and conv weights channels-last
+    (NHWC) when the config allows it: always on CUDA (tensor-core convolutions want it);
+    on a CPU only for models whose `train_defaults` say `cpu_channels_last` (oneDNN's
+    convolutions skip a layout reorder per call, but elementwise-heavy models can lose
+    more than they gain: measured per model, benchmarks/train_throughput.py)."""
+    if device.type == "cuda":
+        return True
+    defaults = getattr(model, "train_defaults", {}) or {}
+    return device.type == "cpu" and bool(defaults.get("cpu_channels_last", False))
 
 
 # /proc/cpuinfo flags of instructions that compute bf16 products natively: AVX512-BF16 and
