@@ -64,6 +64,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -460,6 +461,9 @@ def compare_main(args: argparse.Namespace) -> int:
         get_model_class(name)  # an unknown model is a one-line error before any work
     threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(threads)  # the peak at the workers' thread count
+    # A termination unwinds like an exception: the running worker is killed and the
+    # exported baseline tree removed (a plain SIGTERM would leave both behind).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     baseline = resolve_commit(args.baseline) if args.baseline else None
     with contextlib.ExitStack() as stack:
         sides: dict[str, Path] = {}
