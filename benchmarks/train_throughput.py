@@ -13,7 +13,8 @@ measurement runs in a fresh subprocess of THIS script with PYTHONPATH at one tre
 differs. Per model the sides alternate (baseline, new, baseline, new, ... `--rounds`
 times each) at the same thread count, so a change in the machine's load hits both; each
 side's best round (highest achieved GFLOP/s) is reported, and their ratio new / baseline
-(the record also holds the ratio of GFLOP per CPU-second of the measuring process).
+and the ratio of the sides' median rounds (robust to one side's lucky quiet moment on a
+shared machine); the record also holds the ratio of GFLOP per CPU-second.
 Every model runs at `--resolution`, except models whose config refuses it (restoration
 models need their crop to survive the encoder's downsampling: pix2pix at 32 px would
 feed an 8 px input to 3 stride-2 layers), which run at their config's default resolution.
@@ -65,6 +66,7 @@ import json
 import logging
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -417,7 +419,17 @@ def compare_model(name: str, sides: dict[str, Path], args: argparse.Namespace,
         # taking cores away, more to threads spinning while they wait
         entry["gflop_per_cpu_s_ratio"] = (new["gflop_per_img"] * new["img_per_cpu_s"]
                                           / (base["gflop_per_img"] * base["img_per_cpu_s"]))
+        # medians over the rounds: one quiet moment on a shared machine makes one side's
+        # best round an outlier; the median ignores it once there are 3 rounds or more
+        medians = [median_gflop_s(rounds[side]) for side in ("baseline", "new")]
+        if all(medians):
+            entry["gflop_s_ratio_median"] = medians[1] / medians[0]
     return entry
+
+
+def median_gflop_s(rounds: list[dict[str, Any]]) -> float | None:
+    values = [r["gflop_s"] for r in rounds if r.get("gflop_s")]
+    return statistics.median(values) if values else None
 
 
 # -- output ------------------------------------------------------------------------------------
@@ -439,7 +451,8 @@ def _side_cells(r: dict[str, Any] | None, peak: float) -> list[str]:
 def markdown_table(entries: list[dict[str, Any]], peak: float) -> str:
     """One row per model and side; the ratio of achieved GFLOP/s on the new row."""
     head = ("| model | family | px | tree | batch | img/step | train img/s | CPU/wall | "
-            "GFLOP/img | GFLOP/s | % of peak | generate img/s | GFLOP/s new / baseline |")
+            "GFLOP/img | GFLOP/s | % of peak | generate img/s | GFLOP/s new / baseline "
+            "(best; median) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for e in entries:
         family = next((e[s]["family"] for s in ("new", "baseline")
@@ -447,8 +460,8 @@ def markdown_table(entries: list[dict[str, Any]], peak: float) -> str:
         for side in ("baseline", "new"):
             if side not in e:
                 continue
-            ratio = _fmt(e.get("gflop_s_ratio"), ".2f") + "x" if side == "new" and \
-                "baseline" in e and e.get("gflop_s_ratio") else ""
+            ratio = (f"{e['gflop_s_ratio']:.2f}x; {e['gflop_s_ratio_median']:.2f}x"
+                     if side == "new" and "gflop_s_ratio_median" in e else "")
             cells = [e["model"], family, str(e["resolution"]), side,
                      *_side_cells(e[side], peak), ratio]
             lines.append("| " + " | ".join(cells) + " |")
