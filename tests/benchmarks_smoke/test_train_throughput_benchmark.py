@@ -68,6 +68,8 @@ def test_baseline_and_new_in_one_run(tmp_path, monkeypatch, capsys):
         assert "package_dir" not in row  # no machine paths in the record
     assert entry["gflop_s_ratio"] == pytest.approx(entry["new"]["gflop_s"]
                                                    / entry["baseline"]["gflop_s"])
+    # one round per side: its median is that round
+    assert entry["gflop_s_ratio_median"] == pytest.approx(entry["gflop_s_ratio"])
     assert str(tmp_path) not in out.read_text().replace(str(out), "")
 
 
