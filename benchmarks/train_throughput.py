@@ -1,7 +1,23 @@
-"""Training throughput of every registered model through the real loop, against the matmul peak.
+"""Training throughput of every registered model through the real loop, against the matmul peak,
+for the current source tree and a baseline commit, measured in the same run.
 
     python benchmarks/train_throughput.py [--models dcgan,stargan] [--seconds 10]
+                                          [--rounds 2] [--baseline REF] [--json [PATH]]
                                           [--threads N] [--resolution 32] [--styles 4]
+
+Baseline comparison (`--baseline REF`, default the commit at which training throughput
+was first compared; `--baseline ''` measures the current tree alone): REF's `src/` is
+exported with `git archive` into a temporary directory (removed at the end), and every
+measurement runs in a fresh subprocess of THIS script with PYTHONPATH at one tree's
+`src/`: the measuring code is the same for both sides, only the package under test
+differs. Per model the sides alternate (baseline, new, baseline, new, ... `--rounds`
+times each) at the same thread count, so a change in the machine's load hits both; each
+side's best round (highest achieved GFLOP/s) is reported, and their ratio new / baseline
+and the ratio of the sides' median rounds (robust to one side's lucky quiet moment on a
+shared machine); the record also holds the ratio of GFLOP per CPU-second.
+Every model runs at `--resolution`, except models whose config refuses it (restoration
+models need their crop to survive the encoder's downsampling: pix2pix at 32 px would
+feed an 8 px input to 3 stride-2 layers), which run at their config's default resolution.
 
 What is timed: `polychrome.training.train()` itself, on a temporary run dir, for each model
 at its DEFAULT config and default batch size (`train_defaults`), on an in-memory synthetic
@@ -32,7 +48,11 @@ Reported per model:
   matmul peak (n x n @ n x n `torch.matmul`, best of several, same thread count, measured
   before and after the models; the better one is used);
 - generate img/s (noise models): the generator alone, eval + inference mode, at the
-  default batch size.
+  default batch size (`--generate-seconds 0` skips it).
+
+`--json [PATH]` (default docs/quality/train_throughput.json) writes the record: the
+command, commit and machine (benchmarks/common.py), the settings, the baseline commit,
+the matmul peak and per model both sides' rounds, best rows and the ratio.
 
 Figures, not pass/fail; this replaces bench_zoo.py (raw G/D forward/backward without
 optimisers). Quote ratios measured in one run: the machine may be shared.
@@ -42,9 +62,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
+import signal
+import statistics
+import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -62,6 +87,11 @@ from polychrome.training.checkpoint import load_checkpoint
 
 log = logging.getLogger("train_throughput")
 
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_JSON = "docs/quality/train_throughput.json"
+DEFAULT_BASELINE = "bf9e2d9"  # the commit at which the default configs' CPU use was questioned
+RESULT_MARK = "TRAIN_THROUGHPUT_ROW "  # a worker's stdout line carrying its JSON row
+
 
 # -- data --------------------------------------------------------------------------------------
 def synthetic_packed(resolution: int, styles: int, per_style: int = 256,
@@ -78,6 +108,20 @@ def synthetic_packed(resolution: int, styles: int, per_style: int = 256,
     files = [f"images/{domains[k]}/{i:04d}.png" for k in range(styles) for i in range(per_style)]
     return PackedDataset(images=images, labels=labels, domains=domains, files=files,
                          resolution=resolution)
+
+
+def resolution_for(name: str, wanted: int) -> int:
+    """`wanted` if the model's config accepts it, else the config's default resolution.
+
+    Restoration models refuse crops too small for their encoder (pix2pix: an 8 px input
+    after the default x4 reduction of a 32 px crop, through 3 stride-2 layers).
+    """
+    cls = get_model_class(name)
+    try:
+        cls.config_class(resolution=wanted).validate()
+        return wanted
+    except ModelError:
+        return int(cls.config_class().resolution)
 
 
 def styles_for(name: str, resolution: int, wanted: int) -> int:
@@ -217,7 +261,7 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     regs = [("R1" if r1_interval == 1 else f"R1/{r1_interval}") if run_cfg.r1_gamma > 0 else "",
             "GP" if run_cfg.gp_weight > 0 else ""]
     row: dict[str, Any] = {
-        "model": name, "family": model.family, "styles": styles,
+        "model": name, "family": model.family, "resolution": args.resolution, "styles": styles,
         "batch": run_cfg.batch_size, "n_critic": run_cfg.n_critic,
         "params_inference_M": sum(_params(getattr(model, m)) for m in model.inference_modules),
         "params_all_M": _params(model),
@@ -248,7 +292,9 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     if flops is not None:
         row["gflop_per_img"] = flops / row["img_per_step"] / 1e9
         row["gflop_s"] = row["gflop_per_img"] * row["img_s"]
-    row["generate_img_s"] = generate_speed(name, args.resolution, styles, run_cfg.batch_size)
+    row["generate_img_s"] = (generate_speed(name, args.resolution, styles, run_cfg.batch_size,
+                                            args.generate_seconds)
+                             if args.generate_seconds > 0 else None)
     return row
 
 
@@ -269,69 +315,242 @@ def matmul_peak(n: int = 2048, reps: int = 5, inner: int = 3) -> float:
     return 2 * n**3 / best / 1e9
 
 
+# -- one measurement in a subprocess, against one source tree -------------------------------
+class BaselineError(PolychromeError):
+    """The baseline commit cannot be resolved or exported (a user's mistake: bad --baseline)."""
+
+
+def _git(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, timeout=120)
+
+
+def resolve_commit(ref: str) -> str:
+    """The full sha of `ref`; BaselineError if this checkout does not know it."""
+    done = _git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    if done.returncode != 0:
+        raise BaselineError(f"--baseline {ref!r} is not a commit of this repository")
+    return done.stdout.decode().strip()
+
+
+@contextlib.contextmanager
+def exported_src(commit: str):
+    """Yield a temporary directory holding `commit`'s `src/` (removed on exit).
+
+    `git archive` writes a tar of the tree: no worktree, branch or index entry is left
+    behind in the repository.
+    """
+    with tempfile.TemporaryDirectory(prefix="train-throughput-baseline-") as tmp:
+        done = _git("archive", "--format=tar", commit, "src")
+        if done.returncode != 0:
+            raise BaselineError(f"cannot export src/ of {commit[:12]}: "
+                                f"{done.stderr.decode(errors='replace').strip()}")
+        tar_path = Path(tmp) / "src.tar"
+        tar_path.write_bytes(done.stdout)
+        with tarfile.open(tar_path) as tar:
+            tar.extractall(tmp, filter="data")
+        tar_path.unlink()
+        yield Path(tmp) / "src"
+
+
+def worker_main(args: argparse.Namespace) -> int:
+    """`--worker NAME`: measure one model against whatever `polychrome` PYTHONPATH gives,
+    print the row as one JSON line on stdout."""
+    import polychrome
+
+    row = bench_model(args.worker, args)
+    row["package_dir"] = str(Path(polychrome.__file__).resolve().parent)
+    row["threads"] = torch.get_num_threads()
+    print(RESULT_MARK + json.dumps(row), flush=True)
+    return 0
+
+
+def run_worker(name: str, src: Path, args: argparse.Namespace, resolution: int, styles: int,
+               threads: int) -> dict[str, Any]:
+    """One measurement of `name` in a fresh process importing polychrome from `src`."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name,
+           "--seconds", str(args.seconds), "--warmup", str(args.warmup),
+           "--threads", str(threads), "--resolution", str(resolution),
+           "--styles", str(styles), "--generate-seconds", str(args.generate_seconds)]
+    if args.verbose:
+        cmd.append("--verbose")
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    done = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                          stderr=None if args.verbose else subprocess.PIPE, text=True)
+    rows = [line[len(RESULT_MARK):] for line in done.stdout.splitlines()
+            if line.startswith(RESULT_MARK)]
+    if done.returncode != 0 or not rows:
+        tail = (done.stderr or "").strip().splitlines()[-1:] or [f"exit {done.returncode}"]
+        return {"model": name, "error": f"the measuring process failed: {tail[0]}"}
+    row = json.loads(rows[-1])
+    # PYTHONPATH must have won over any installed copy of the package
+    if Path(row.pop("package_dir")) != (src / "polychrome").resolve():
+        return {"model": name, "error": "the measuring process imported polychrome from "
+                                        "another tree than the one under test"}
+    return row
+
+
+def best(rounds: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The round with the highest achieved GFLOP/s (img/s when FLOPs are unknown)."""
+    ok = [r for r in rounds if "error" not in r]
+    if not ok:
+        return None
+    return max(ok, key=lambda r: (r.get("gflop_s") or 0.0, r["img_s"]))
+
+
+def compare_model(name: str, sides: dict[str, Path], args: argparse.Namespace,
+                  threads: int) -> dict[str, Any]:
+    """Alternate the sides `args.rounds` times; best round per side and their ratio."""
+    resolution = resolution_for(name, args.resolution)
+    styles = styles_for(name, resolution, args.styles)
+    rounds: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
+    for k in range(args.rounds):
+        for side, src in sides.items():
+            print(f"{name}: {side}, round {k + 1} of {args.rounds} ...", file=sys.stderr,
+                  flush=True)
+            rounds[side].append(run_worker(name, src, args, resolution, styles, threads))
+    entry: dict[str, Any] = {"model": name, "resolution": resolution, "styles": styles}
+    for side in sides:
+        entry[side] = best(rounds[side]) or {"model": name, "error": rounds[side][-1]["error"]}
+        entry[f"{side}_rounds"] = rounds[side]
+    base, new = entry.get("baseline"), entry["new"]
+    if base and base.get("gflop_s") and new.get("gflop_s"):
+        entry["gflop_s_ratio"] = new["gflop_s"] / base["gflop_s"]
+        # the same per CPU-second of the measuring process: less sensitive to other jobs
+        # taking cores away, more to threads spinning while they wait
+        entry["gflop_per_cpu_s_ratio"] = (new["gflop_per_img"] * new["img_per_cpu_s"]
+                                          / (base["gflop_per_img"] * base["img_per_cpu_s"]))
+        # medians over the rounds: one quiet moment on a shared machine makes one side's
+        # best round an outlier; the median ignores it once there are 3 rounds or more
+        medians = [median_gflop_s(rounds[side]) for side in ("baseline", "new")]
+        if all(medians):
+            entry["gflop_s_ratio_median"] = medians[1] / medians[0]
+    return entry
+
+
+def median_gflop_s(rounds: list[dict[str, Any]]) -> float | None:
+    values = [r["gflop_s"] for r in rounds if r.get("gflop_s")]
+    return statistics.median(values) if values else None
+
+
 # -- output ------------------------------------------------------------------------------------
 def _fmt(v: Any, spec: str) -> str:
     return "—" if v is None else format(v, spec)
 
 
-def markdown_table(rows: list[dict[str, Any]], peak: float) -> str:
-    head = ("| model | family | batch | img/step | params M (infer / all) | reg. | "
-            "train img/s | img per CPU-s | CPU/wall | GFLOP/img | GFLOP/s | % of peak | "
-            "generate img/s |")
+def _side_cells(r: dict[str, Any] | None, peak: float) -> list[str]:
+    """batch, img/step, train img/s, CPU/wall, GFLOP/img, GFLOP/s, % of peak, generate img/s."""
+    if r is None or "error" in r:
+        return ["error: " + (r or {}).get("error", "not measured")] + [""] * 7
+    gflop_s = r.get("gflop_s")
+    return [str(r["batch"]), f"{r['img_per_step']:g}", f"{r['img_s']:.1f}",
+            f"{r['cpu_seconds'] / r['seconds']:.2f}", _fmt(r.get("gflop_per_img"), ".3f"),
+            _fmt(gflop_s, ".1f"), _fmt(None if gflop_s is None else 100 * gflop_s / peak, ".1f"),
+            _fmt(r.get("generate_img_s"), ".0f")]
+
+
+def markdown_table(entries: list[dict[str, Any]], peak: float) -> str:
+    """One row per model and side; the ratio of achieved GFLOP/s on the new row."""
+    head = ("| model | family | px | tree | batch | img/step | train img/s | CPU/wall | "
+            "GFLOP/img | GFLOP/s | % of peak | generate img/s | GFLOP/s new / baseline "
+            "(best; median) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for r in rows:
-        if "error" in r:
-            lines.append(f"| {r['model']} | {r['family']} | error: {r['error']} |")
-            continue
-        gflop = r.get("gflop_per_img")
-        lines.append(
-            f"| {r['model']} | {r['family']} | {r['batch']} | {r['img_per_step']:g} | "
-            f"{r['params_inference_M']:.2f} / {r['params_all_M']:.2f} | "
-            f"{r['regularisers'] or '—'} | {r['img_s']:.1f} | {r['img_per_cpu_s']:.1f} | "
-            f"{r['cpu_seconds'] / r['seconds']:.2f} | {_fmt(gflop, '.3f')} | "
-            f"{_fmt(r.get('gflop_s'), '.1f')} | "
-            f"{_fmt(None if gflop is None else 100 * r['gflop_s'] / peak, '.1f')} | "
-            f"{_fmt(r.get('generate_img_s'), '.0f')} |")
+    for e in entries:
+        family = next((e[s]["family"] for s in ("new", "baseline")
+                       if s in e and "family" in e[s]), "")
+        for side in ("baseline", "new"):
+            if side not in e:
+                continue
+            ratio = (f"{e['gflop_s_ratio']:.2f}x; {e['gflop_s_ratio_median']:.2f}x"
+                     if side == "new" and "gflop_s_ratio_median" in e else "")
+            cells = [e["model"], family, str(e["resolution"]), side,
+                     *_side_cells(e[side], peak), ratio]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def compare_main(args: argparse.Namespace) -> int:
+    names = [m.strip() for m in args.models.split(",") if m.strip()] or list_models()
+    for name in names:
+        get_model_class(name)  # an unknown model is a one-line error before any work
+    threads = args.threads or torch.get_num_threads()
+    torch.set_num_threads(threads)  # the peak at the workers' thread count
+    # A termination unwinds like an exception: the running worker is killed and the
+    # exported baseline tree removed (a plain SIGTERM would leave both behind).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    baseline = resolve_commit(args.baseline) if args.baseline else None
+    with contextlib.ExitStack() as stack:
+        sides: dict[str, Path] = {}
+        if baseline is not None:
+            sides["baseline"] = stack.enter_context(exported_src(baseline))
+        sides["new"] = REPO / "src"
+        peak_before = matmul_peak(args.matmul_size)
+        entries = [compare_model(name, sides, args, threads) for name in names]
+        peak_after = matmul_peak(args.matmul_size)
+    peak = max(peak_before, peak_after)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"torch {torch.__version__}, {threads} threads, {os.cpu_count()} CPUs, "
+          f"load average {load:.1f} at the end; baseline "
+          f"{baseline[:12] if baseline else 'none'}, best of {args.rounds} round(s) per side")
+    print(f"fp32 matmul peak ({args.matmul_size}^2 @ {args.matmul_size}^2, best): "
+          f"{peak:.1f} GFLOP/s (before the models {peak_before:.1f}, after {peak_after:.1f})")
+    print()
+    print(markdown_table(entries, peak))
+    if args.json:
+        from common import run_facts
+
+        from polychrome.utils.atomic import atomic_write_json
+
+        record = {**run_facts(),
+                  "settings": {k: getattr(args, k) for k in
+                               ("seconds", "warmup", "rounds", "resolution", "styles",
+                                "matmul_size", "generate_seconds")} | {"threads": threads},
+                  "baseline": {"ref": args.baseline, "commit": baseline},
+                  "matmul_peak_gflop_s": peak, "matmul_peak_before_after": [peak_before,
+                                                                           peak_after],
+                  "models": entries}
+        path = Path(args.json)
+        atomic_write_json(path if path.is_absolute() else Path.cwd() / path, record)
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="", help="comma-separated subset (default: all registered)")
     ap.add_argument("--seconds", type=float, default=10.0, help="timed window per model")
     ap.add_argument("--warmup", type=int, default=1,
                     help="untimed steps before the window (after the FLOP-counted ones)")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="measurements per model and side, alternating sides")
+    ap.add_argument("--baseline", default=DEFAULT_BASELINE,
+                    help=f"git commit to compare with (default {DEFAULT_BASELINE}; '' = none)")
+    ap.add_argument("--json", nargs="?", const=DEFAULT_JSON, default=None, metavar="PATH",
+                    help=f"write the record (default path {DEFAULT_JSON})")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--resolution", type=int, default=32)
     ap.add_argument("--styles", type=int, default=4, help="styles in the synthetic data")
     ap.add_argument("--matmul-size", type=int, default=2048)
+    ap.add_argument("--generate-seconds", type=float, default=1.0,
+                    help="generator-only timing per noise model (0 = skip)")
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # one model, this tree
     ap.add_argument("-v", "--verbose", action="store_true", help="the loop's logs on stderr")
     args = ap.parse_args(argv)
+    if args.rounds < 1 or args.seconds < 0 or args.warmup < 0:
+        ap.error("--rounds must be >= 1, --seconds and --warmup >= 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if args.threads:
         torch.set_num_threads(args.threads)
-    names = [m.strip() for m in args.models.split(",") if m.strip()] or list_models()
     try:
-        for name in names:
-            get_model_class(name)
+        return worker_main(args) if args.worker else compare_main(args)
     except PolychromeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    peak_before = matmul_peak(args.matmul_size)
-    rows = []
-    for name in names:
-        print(f"{name} ...", file=sys.stderr, flush=True)
-        rows.append(bench_model(name, args))
-    peak = max(peak_before, matmul_peak(args.matmul_size))
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{args.resolution} px, {os.cpu_count()} CPUs, load average {load:.1f} at the end")
-    print(f"fp32 matmul peak ({args.matmul_size}^2 @ {args.matmul_size}^2, best): "
-          f"{peak:.1f} GFLOP/s (before the models {peak_before:.1f})")
-    print()
-    print(markdown_table(rows, peak))
-    return 0
 
 
 if __name__ == "__main__":

@@ -98,8 +98,12 @@ class TrainConfig:
     collapse_ratio: float = 0.5  # warn when diversity < ratio * its running max
     # -- execution ---------------------------------------------------------------------
     device: str = "auto"
-    amp: str = "auto"  # off | auto (bf16 on CUDA, off on CPU) | bf16 | fp16; CUDA only
-    channels_last: bool = True  # applied on CUDA only
+    # off | auto (CUDA: bf16 where supported, else fp16; CPU: bf16 on CPUs with native bf16
+    # instructions, else off) | bf16 | fp16 (CUDA only)
+    amp: str = "auto"
+    # NHWC images and conv weights: on CUDA; on a CPU for models whose train_defaults set
+    # cpu_channels_last (where it was measured to pay)
+    channels_last: bool = True
     deterministic: bool = True
     name: str | None = None  # model-store name (default "<dataset>-<model>")
 

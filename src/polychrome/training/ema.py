@@ -50,7 +50,10 @@ class EMA:
         for name in self.module_names:
             live, avg = getattr(model, name), getattr(self.model, name)
             for p_avg, p in zip(avg.parameters(), live.parameters(), strict=True):
-                p_avg.copy_(p.detach().lerp(p_avg, beta))
+                # lerp(live, avg, beta) written straight into avg: the same values as
+                # computing it aside and copying it in, without the temporary and the copy
+                # (elementwise, so reading and writing avg in one pass is safe).
+                torch.lerp(p.detach(), p_avg, beta, out=p_avg)
             for b_avg, b in zip(avg.buffers(), live.buffers(), strict=True):
                 b_avg.copy_(b)
         return beta

@@ -26,7 +26,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -184,8 +184,8 @@ class _Run:
                               "pix2pix)")
         self.cfg = cfg = resolve_config(raw, model.train_defaults)
         self.device = env.device
-        self.amp_dtype = ddp.amp_dtype_for(cfg.amp, self.device)
-        channels_last = cfg.channels_last and self.device.type == "cuda"
+        self.amp_dtype = amp_dtype_for(cfg.amp, self.device)
+        channels_last = cfg.channels_last and uses_channels_last(model, self.device)
         model = model.to(self.device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -212,6 +212,7 @@ class _Run:
         self._setup_run_dir()
         if self.ckpt is not None:
             self.step, extra = restore_state(self, self.ckpt)
+            match_state_layouts(self.trainer.optimizers.values())
             self.images_seen = int(extra.get("images_seen", 0))
             self.saved_step = self.step
         self._setup_monitor()
@@ -348,21 +349,27 @@ class _Run:
             self._save(step, metrics)
 
     def _guard_finite(self, logs: dict[str, torch.Tensor]) -> None:
-        bad_name = None
-        for k, v in logs.items():
-            if not bool(torch.isfinite(v.detach()).all()):
-                bad_name = bad_name or k
-        if ddp.any_true(bad_name is not None, self.env):
-            kind = "NaN"
-            if bad_name is not None and not bool(torch.isnan(logs[bad_name]).any()):
-                kind = "Inf"
-            where = f" ({bad_name})" if bad_name else " (on another rank)"
-            good = str(self.last_ckpt) if self.last_ckpt is not None else "none"
-            msg = (f"loss became {kind} at step {self.step + 1}{where}; "
-                   f"last good checkpoint: {good}")
-            if self.monitor is not None:
-                self.monitor._write({"step": self.step + 1, "error": msg})
-            raise TrainingError(msg, code="non_finite")
+        """TrainingError when a log is NaN or infinite (on any rank).
+
+        One reduction over all logs and one read of its result per step (a read waits for
+        the device to finish the step); the name of the bad log is only looked for once
+        something is wrong.
+        """
+        finite = all_finite(logs)
+        if not ddp.any_true(not finite, self.env):
+            return
+        bad_name = None if finite else next(
+            k for k, v in logs.items() if not bool(torch.isfinite(v.detach()).all()))
+        kind = "NaN"
+        if bad_name is not None and not bool(torch.isnan(logs[bad_name]).any()):
+            kind = "Inf"
+        where = f" ({bad_name})" if bad_name else " (on another rank)"
+        good = str(self.last_ckpt) if self.last_ckpt is not None else "none"
+        msg = (f"loss became {kind} at step {self.step + 1}{where}; "
+               f"last good checkpoint: {good}")
+        if self.monitor is not None:
+            self.monitor._write({"step": self.step + 1, "error": msg})
+        raise TrainingError(msg, code="non_finite")
 
     def _log(self, means: dict[str, torch.Tensor], lrs: dict[str, float], ips: float) -> None:
         vals = {k: float(v) for k, v in means.items()}
@@ -452,6 +459,79 @@ class _Meter:
         out = ({k: v / self.counts[k] for k, v in self.sums.items()}, self.steps, self.seconds)
         self.__init__()
         return out
+
+
+def match_state_layouts(optimizers: Iterable[torch.optim.Optimizer]) -> None:
+    """Give each optimiser state tensor its parameter's memory layout (after a resume).
+
+    A checkpoint stores contiguous tensors, so a resumed run's Adam moments come back
+    NCHW beside channels-last weights, where the fresh run had them channels-last. The
+    update is elementwise, but a kernel may take another (vectorised or not) path for
+    mismatched layouts and round differently: the resumed run would drift from the
+    uninterrupted one.
+    """
+    for opt in optimizers:
+        for p, state in opt.state.items():
+            for k, v in state.items():
+                if isinstance(v, torch.Tensor) and v.shape == p.shape and v.stride() != p.stride():
+                    state[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)  # p's strides
+
+
+def uses_channels_last(model: nn.Module, device: torch.device) -> bool:
+    """Whether a run of `model` on `device` keeps images and conv weights channels-last
+    (NHWC) when the config allows it: always on CUDA (tensor-core convolutions want it);
+    on a CPU only for models whose `train_defaults` say `cpu_channels_last` (oneDNN's
+    convolutions skip a layout reorder per call, but elementwise-heavy models can lose
+    more than they gain: measured per model, benchmarks/train_throughput.py)."""
+    if device.type == "cuda":
+        return True
+    defaults = getattr(model, "train_defaults", {}) or {}
+    return device.type == "cpu" and bool(defaults.get("cpu_channels_last", False))
+
+
+# /proc/cpuinfo flags of instructions that compute bf16 products natively: AVX512-BF16 and
+# AMX (x86), the BF16 extension (Arm, the "Features" line). Without them torch emulates
+# bf16 matmuls and convolutions, far slower than fp32.
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU multiplies bf16 natively (`cpuinfo`: /proc/cpuinfo's text)."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                cpuinfo = f.read()
+        except OSError:  # not Linux: ask torch (x86 only)
+            check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+            return bool(check()) if check is not None else False
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            return bool(NATIVE_BF16_FLAGS & set(value.split()))
+    return False
+
+
+def amp_dtype_for(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a run: CUDA as `distributed.amp_dtype_for` says; on a CPU,
+    'auto' is bf16 only where the CPU computes bf16 natively (elsewhere fp32 is far
+    faster), 'bf16' is bf16 (with a warning where it is emulated), 'fp16' is ignored."""
+    if device.type != "cpu" or mode not in ("auto", "bf16"):
+        return ddp.amp_dtype_for(mode, device)
+    native = cpu_has_native_bf16()
+    if mode == "auto":
+        return torch.bfloat16 if native else None
+    if not native:
+        log.warning("amp=bf16 on a CPU without native bf16 instructions: torch emulates "
+                    "them, which is much slower than amp=off")
+    return torch.bfloat16
+
+
+def all_finite(logs: dict[str, torch.Tensor]) -> bool:
+    """Whether every element of every log is finite: one host read for the lot."""
+    if not logs:
+        return True
+    flat = torch.cat([v.detach().reshape(-1).float() for v in logs.values()])
+    return bool(torch.isfinite(flat).all())
 
 
 def _forked_rng(device: torch.device):

@@ -26,7 +26,8 @@ class CGAN(NoiseGAN):
     # Equal learning rates: with SNGAN's TTUR (1e-4 / 4e-4) D outpaced the conditional-BN
     # generator and the styles were learnt much later in short runs.
     train_defaults = train_defaults(loss="hinge", lr_g=2e-4, lr_d=2e-4, betas=[0.0, 0.9],
-                                    n_critic=1, batch_size=64, diffaugment="color,translation")
+                                    n_critic=1, batch_size=64, diffaugment="color,translation",
+                                    cpu_channels_last=True)
 
     def __init__(self, config: CGANConfig):
         super().__init__(config)

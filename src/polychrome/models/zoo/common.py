@@ -18,6 +18,11 @@ TRAIN_DEFAULT_KEYS = frozenset({
     "ema_decay", "batch_size", "mixing_prob", "diffaugment",
 })
 
+# Keys of `train_defaults` about how the loop runs, not what it computes (optional):
+# cpu_channels_last: NHWC images and conv weights on a CPU too (training/loop.py), where
+# measured faster for the model.
+EXECUTION_KEYS = frozenset({"cpu_channels_last"})
+
 _BASE_TRAIN_DEFAULTS: dict[str, Any] = {
     "loss": "ns", "lr_g": 2e-4, "lr_d": 2e-4, "betas": [0.5, 0.999], "n_critic": 1,
     "gp_weight": 0.0, "r1_gamma": 0.0, "r1_interval": 1, "ema_decay": 0.999,
@@ -29,7 +34,7 @@ NOISE_MODES = ("random", "const", "none")
 
 def train_defaults(**overrides: Any) -> dict[str, Any]:
     """A complete train_defaults dict: the shared baseline plus a model's overrides."""
-    unknown = set(overrides) - TRAIN_DEFAULT_KEYS
+    unknown = set(overrides) - TRAIN_DEFAULT_KEYS - EXECUTION_KEYS
     if unknown:
         raise ValueError(f"unknown train_defaults keys: {sorted(unknown)}")
     return {**_BASE_TRAIN_DEFAULTS, **overrides}

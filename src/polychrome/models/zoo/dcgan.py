@@ -113,7 +113,7 @@ class DCDiscriminator(nn.Module):
 class DCGAN(NoiseGAN):
     config_class = DCGANConfig
     train_defaults = train_defaults(loss="ns", lr_g=2e-4, lr_d=2e-4, betas=[0.5, 0.999],
-                                    batch_size=64)
+                                    batch_size=64, cpu_channels_last=True)
 
     def __init__(self, config: DCGANConfig):
         super().__init__(config)

@@ -147,7 +147,8 @@ class SNGAN(NoiseGAN):
     # Hinge loss; TTUR (Heusel et al. 2017) with one D step per G step keeps it cheap on CPU.
     # Imported collections are small, so differentiable augmentation is on by default.
     train_defaults = train_defaults(loss="hinge", lr_g=1e-4, lr_d=4e-4, betas=[0.0, 0.9],
-                                    n_critic=1, batch_size=64, diffaugment="color,translation")
+                                    n_critic=1, batch_size=64, diffaugment="color,translation",
+                                    cpu_channels_last=True)
 
     def __init__(self, config: SNGANConfig):
         super().__init__(config)

@@ -300,7 +300,7 @@ class StyleGAN(NoiseGAN):
     train_defaults = train_defaults(loss="ns", lr_g=0.002, lr_d=0.002, betas=[0.0, 0.99],
                                     r1_gamma=0.01, r1_interval=16, ema_decay=0.999,
                                     batch_size=32, mixing_prob=0.9,
-                                    diffaugment="color,translation")
+                                    diffaugment="color,translation", cpu_channels_last=True)
 
     def __init__(self, config: StyleGANConfig):
         super().__init__(config)

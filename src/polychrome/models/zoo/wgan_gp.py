@@ -32,7 +32,8 @@ class WGANGP(NoiseGAN):
     config_class = WGANGPConfig
     # Paper settings: Adam(1e-4, beta1=0, beta2=0.9), 5 critic steps, lambda=10.
     train_defaults = train_defaults(loss="wgan", lr_g=1e-4, lr_d=1e-4, betas=[0.0, 0.9],
-                                    n_critic=5, gp_weight=10.0, batch_size=64)
+                                    n_critic=5, gp_weight=10.0, batch_size=64,
+                                    cpu_channels_last=True)
 
     def __init__(self, config: WGANGPConfig):
         super().__init__(config)
