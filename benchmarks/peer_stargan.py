@@ -572,7 +572,11 @@ def speed_table(sides: dict[str, dict[str, Any]], ratio: float, per_round: list[
             "GFLOP/s | params M (G / F / E / D) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for name, s in sides.items():
-        params = " / ".join(f"{v:.2f}" for v in s["params_M"].values())
+        # G / F / E / D whatever each side calls its networks (a JSON record sorts keys)
+        pm = s["params_M"]
+        order = [next(k for k in pm if k.startswith(prefix))
+                 for prefix in ("generator", "mapping", "style_encoder", "discriminator")]
+        params = " / ".join(f"{pm[k]:.2f}" for k in order)
         lines.append(
             f"| {name} | {s['wall_s_per_iter']:.2f} | {s['cpu_s_per_iter']:.2f} | "
             f"{s['img_per_s']:.3f} | {s['img_per_cpu_s']:.3f} | "
@@ -582,6 +586,38 @@ def speed_table(sides: dict[str, dict[str, Any]], ratio: float, per_round: list[
     lines.append("")
     lines.append(f"ratio_img_per_s (Polychrome / official): {ratio:.2f} (per round: {rounds}); "
                  f"per CPU-second: {cpu_ratio:.2f}")
+    return "\n".join(lines)
+
+
+README_BEGIN = "<!-- peer-stargan-figures: rendered from docs/quality/peer_stargan.json -->"
+README_END = "<!-- /peer-stargan-figures -->"
+
+
+def readme_table(report: dict[str, Any]) -> str:
+    """README's block from the benchmark's JSON: the speed table, the ratio and the recipe."""
+    st, mach = report["settings"], report["machine"]
+    official = report.get("official") or {}
+    lines = [README_BEGIN, "",
+             f"StarGAN v2's paper networks at {st['resolution']} px, {len(st['styles'])} "
+             f"styles, batch {st['batch']}, {st['threads']} threads per side, "
+             f"{st['rounds']} interleaved rounds of {st['iters']} timed iteration(s) per side "
+             f"(`benchmarks/peer_stargan.py`, commit {str(report.get('commit'))[:10]}, the "
+             f"official code at {str(official.get('commit'))[:10]}; {mach['cores']} cores, "
+             f"{mach['cpu']}; load average {mach.get('load_average_1m')} at the start):", "",
+             speed_table(report["sides"], report["ratio_img_per_s"],
+                         report["ratio_img_per_s_per_round"],
+                         report.get("ratio_img_per_cpu_s",
+                                    report["sides"]["polychrome"]["img_per_cpu_s"]
+                                    / report["sides"]["official"]["img_per_cpu_s"])),
+             ""]
+    if report["recipe_differences"]:
+        lines += ["Where Polychrome's recipe differs from the official one (the losses and "
+                  "their weights are the paper's on both sides): "
+                  + "; ".join(report["recipe_differences"]) + ".", ""]
+    if "quality" not in report:
+        lines += ["No equal-CPU-time quality run is recorded here (`--quality-cpu-minutes`).",
+                  ""]
+    lines.append(README_END)
     return "\n".join(lines)
 
 
