@@ -468,6 +468,32 @@ def markdown_table(entries: list[dict[str, Any]], peak: float) -> str:
     return "\n".join(lines)
 
 
+README_BEGIN = ("<!-- train-throughput-figures: rendered from "
+                "docs/quality/train_throughput.json -->")
+README_END = "<!-- /train-throughput-figures -->"
+
+
+def readme_table(report: dict[str, Any]) -> str:
+    """README's block from the benchmark's JSON: the table and how many models reach 2x."""
+    st, mach, base = report["settings"], report["machine"], report["baseline"]
+    entries = report["models"]
+    ratios = {e["model"]: e.get("gflop_s_ratio_median") for e in entries}
+    met = sorted(m for m, r in ratios.items() if r is not None and r >= 2.0)
+    lines = [README_BEGIN, "",
+             f"Each model at its default config and batch through the real training loop on "
+             f"synthetic data, {st['threads']} threads, {st['rounds']} alternating round(s) of "
+             f"{st['seconds']:g} s per side, the baseline commit "
+             f"{str(base.get('commit'))[:10]} against commit {str(report.get('commit'))[:10]} "
+             f"(`benchmarks/train_throughput.py`; {mach['cores']} cores, {mach['cpu']}; load "
+             f"average {mach.get('load_average_1m')} at the start). fp32 matmul peak measured "
+             f"in the same run: {report['matmul_peak_gflop_s']:.1f} GFLOP/s.", "",
+             markdown_table(entries, report["matmul_peak_gflop_s"]), "",
+             f"Achieved GFLOP/s at least 2x the baseline's (median rounds): "
+             f"{', '.join(met) if met else 'none'} of {len(entries)} models.", "",
+             README_END]
+    return "\n".join(lines)
+
+
 def compare_main(args: argparse.Namespace) -> int:
     names = [m.strip() for m in args.models.split(",") if m.strip()] or list_models()
     for name in names:

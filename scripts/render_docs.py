@@ -271,6 +271,15 @@ def readme_compression() -> str:
     return _script("benchmarks", "compression").readme_table(quality("compression.json"))
 
 
+def readme_peer_stargan() -> str:
+    return _script("benchmarks", "peer_stargan").readme_table(quality("peer_stargan.json"))
+
+
+def readme_train_throughput() -> str:
+    return _script("benchmarks", "train_throughput").readme_table(
+        quality("train_throughput.json"))
+
+
 def readme_scale_out() -> str:
     return _script("benchmarks", "scale_out").readme_table(quality("scale_out.json"))
 
@@ -593,6 +602,8 @@ def blocks() -> list[Block]:
               "emoji_sr.json", readme_restoration_limits),
         Block(README, "load", f"{q}load.json", readme_load),
         Block(README, "compression", f"{q}compression.json", readme_compression),
+        Block(README, "peer-stargan", f"{q}peer_stargan.json", readme_peer_stargan),
+        Block(README, "train-throughput", f"{q}train_throughput.json", readme_train_throughput),
         Block(README, "scale-out", f"{q}scale_out.json", readme_scale_out),
         Block(README, "contract", f"{q}schemathesis.json", readme_contract),
         Block(README, "translation", f"{q}translation_quality.md", readme_translation),
