@@ -222,14 +222,11 @@ class StarGANTrainer(TranslationTrainer):
         logs: Logs = {}
         if self.options.batched:
             logs.update(self._batched_step(b, step, z1, z2))
-            logs["lambda_ds"] = torch.tensor(self.lambda_ds(step))
-            if self.ada is not None:
-                logs["aug_p"] = torch.tensor(self.ada.p)
-            return logs
-        logs.update(self._d_step(x, y, y_trg, step, 0, z=z1))
-        logs.update(_prefixed("ref_", self._d_step(x, y, y_trg, step, 1, ref=b.x_ref)))
-        logs.update(self._g_step(b, step, styles=(z1, z2)))
-        logs.update(_prefixed("ref_", self._g_step(b, step, refs=(b.x_ref, b.x_ref2))))
+        else:
+            logs.update(self._d_step(x, y, y_trg, step, 0, z=z1))
+            logs.update(_prefixed("ref_", self._d_step(x, y, y_trg, step, 1, ref=b.x_ref)))
+            logs.update(self._g_step(b, step, styles=(z1, z2)))
+            logs.update(_prefixed("ref_", self._g_step(b, step, refs=(b.x_ref, b.x_ref2))))
         logs["lambda_ds"] = torch.tensor(self.lambda_ds(step))
         if self.ada is not None:
             logs["aug_p"] = torch.tensor(self.ada.p)
